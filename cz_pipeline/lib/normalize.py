@@ -1,0 +1,148 @@
+"""Turn a source's extract into lake rows: pure, vectorized functions over Arrow.
+
+LiteLLM stores absent values as empty strings, success as NULL status on older rows, cache hits
+as the strings "True"/"False"/"None", and request tags as a JSON list that mixes the caller's
+tags with automatic ``User-Agent:`` tags. The lake holds none of those quirks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cz_pipeline.lib.spend_log_schema import EXTRACT_SCHEMA, LAKE_SCHEMA
+
+USER_AGENT_PREFIX = "User-Agent:"
+
+# Text columns where LiteLLM writes '' for "none".
+_EMPTY_MEANS_NULL = (
+    "litellm_call_id",
+    "model_id",
+    "model_group",
+    "custom_llm_provider",
+    "api_key",
+    "key_alias",
+    "team_id",
+    "team_alias",
+    "organization_id",
+    "user",
+    "end_user",
+    "session_id",
+    "spend_logs_metadata",
+)
+_ZERO_IF_NULL = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+)
+_RENAMED = {"custom_llm_provider": "provider", "user": "user_id"}
+
+
+class ExtractSchemaError(ValueError):
+    """A source yielded columns that do not match ``EXTRACT_SCHEMA``."""
+
+
+@dataclass(frozen=True)
+class AliasLookup:
+    """Key and team aliases from LiteLLM's tables, for rows whose metadata lacks them.
+
+    Metadata holds the alias as of request time, so it wins; the tables only fill gaps (keys and
+    teams can be renamed or deleted since).
+    """
+
+    key_aliases: Mapping[str, str] = field(default_factory=dict)
+    team_aliases: Mapping[str, str] = field(default_factory=dict)
+
+
+def _null_if_empty(values: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
+    empty = pc.equal(values, "")
+    return pc.if_else(empty, pa.scalar(None, values.type), values)
+
+
+def _fill_from(
+    values: pa.Array | pa.ChunkedArray, keys: pa.Array | pa.ChunkedArray, lookup: Mapping[str, str]
+) -> pa.Array | pa.ChunkedArray:
+    if not lookup:
+        return values
+    known = pa.array(list(lookup.keys()), pa.string())
+    aliases = pa.array(list(lookup.values()), pa.string())
+    found = pc.take(aliases, pc.index_in(keys, value_set=known))
+    return pc.coalesce(values, found)
+
+
+def _parse_cache_hit(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    lowered = pc.utf8_lower(values)
+    return pc.if_else(
+        pc.equal(lowered, "true"),
+        True,
+        pc.if_else(pc.equal(lowered, "false"), pa.scalar(False), pa.scalar(None, pa.bool_())),
+    )
+
+
+def _split_tags(tags_json: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """Split JSON tag lists into (caller tags, User-Agent tags).
+
+    Requests repeat a handful of tag lists, so each distinct JSON text is parsed once and the
+    results are taken back out by dictionary index.
+    """
+    encoded = pc.dictionary_encode(pa.chunked_array([tags_json]).combine_chunks())
+    user_tags: list[list[str]] = []
+    agent_tags: list[list[str]] = []
+    for text in encoded.dictionary.to_pylist():
+        parsed = json.loads(text) if text else []
+        tags = [str(tag) for tag in parsed] if isinstance(parsed, list) else []
+        user_tags.append([t for t in tags if not t.startswith(USER_AGENT_PREFIX)])
+        agent_tags.append([t for t in tags if t.startswith(USER_AGENT_PREFIX)])
+    empty_list_type = pa.list_(pa.string())
+    indices = pc.fill_null(encoded.indices, len(user_tags))
+    user_tags.append([])
+    agent_tags.append([])
+    return (
+        pc.take(pa.array(user_tags, empty_list_type), indices),
+        pc.take(pa.array(agent_tags, empty_list_type), indices),
+    )
+
+
+def check_extract_schema(table: pa.Table | pa.RecordBatch) -> None:
+    if table.schema.names != EXTRACT_SCHEMA.names:
+        missing = sorted(set(EXTRACT_SCHEMA.names) - set(table.schema.names))
+        extra = sorted(set(table.schema.names) - set(EXTRACT_SCHEMA.names))
+        raise ExtractSchemaError(
+            f"extract columns differ from EXTRACT_SCHEMA: missing {missing}, unexpected {extra}"
+        )
+
+
+def normalize(extract: pa.Table | pa.RecordBatch, aliases: AliasLookup | None = None) -> pa.Table:
+    """Map an ``EXTRACT_SCHEMA`` table to ``LAKE_SCHEMA``; row order and count are kept."""
+    check_extract_schema(extract)
+    table = pa.Table.from_batches([extract]) if isinstance(extract, pa.RecordBatch) else extract
+    table = table.cast(EXTRACT_SCHEMA)
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        name: table.column(name) for name in table.column_names
+    }
+    for name in _EMPTY_MEANS_NULL:
+        columns[name] = _null_if_empty(columns[name])
+    for name in _ZERO_IF_NULL:
+        columns[name] = pc.fill_null(columns[name], 0)
+    status = _null_if_empty(columns["status"])
+    columns["status"] = pc.fill_null(status, "success")
+    columns["cache_hit"] = _parse_cache_hit(columns["cache_hit"])
+    if aliases is not None:
+        columns["key_alias"] = _fill_from(
+            columns["key_alias"], columns["api_key"], aliases.key_aliases
+        )
+        columns["team_alias"] = _fill_from(
+            columns["team_alias"], columns["team_id"], aliases.team_aliases
+        )
+    columns["request_tags"], columns["user_agent_tags"] = _split_tags(columns["request_tags"])
+    for name in ("start_time", "end_time", "created_at"):
+        columns[name] = columns[name].cast(LAKE_SCHEMA.field(name).type)
+    for old, new in _RENAMED.items():
+        columns[new] = columns.pop(old)
+    return pa.table([columns[f.name] for f in LAKE_SCHEMA], schema=LAKE_SCHEMA)

@@ -1,0 +1,278 @@
+"""Read spend logs straight from LiteLLM's PostgreSQL: one window query per run, into Arrow.
+
+The query names its columns (prompts, responses and IPs are never read) and parses the bulky
+``metadata`` JSONB once per row with ``jsonb_to_record``: every ``->>`` on that column would
+de-TOAST and parse the whole ~10 KB value again. Rows stream through ADBC, which reads with
+PostgreSQL's binary COPY protocol, in bounded batches. The connection is read-only with a
+statement timeout, so the pipeline can never write to or stall LiteLLM's database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import adbc_driver_postgresql.dbapi as adbc
+import pyarrow as pa
+
+from cz_pipeline.lib.hours import HourWindow
+from cz_pipeline.lib.normalize import AliasLookup
+from cz_pipeline.lib.sources.base import Extraction, SourceError
+from cz_pipeline.lib.spend_log_schema import EXTRACT_SCHEMA, OPTIONAL_SOURCE_COLUMNS
+
+SPEND_LOGS_TABLE = "LiteLLM_SpendLogs"
+
+# Output column -> SQL expression over "LiteLLM_SpendLogs" s and the parsed metadata m.
+_REQUIRED_COLUMNS = (
+    "request_id",
+    "call_type",
+    "api_key",
+    "spend",
+    "total_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "startTime",
+    "endTime",
+    "model",
+    "model_id",
+    "model_group",
+    "custom_llm_provider",
+    "user",
+    "metadata",
+    "cache_hit",
+    "request_tags",
+    "team_id",
+    "end_user",
+)
+
+_METADATA_RECORD = (
+    "user_api_key_alias text, user_api_key_team_alias text, usage_object jsonb, "
+    "cost_breakdown jsonb, spend_logs_metadata jsonb"
+)
+
+
+def _int(expression: str) -> str:
+    return f"({expression})::numeric::bigint"
+
+
+_EXPRESSIONS: dict[str, str] = {
+    "request_id": "s.request_id",
+    "litellm_call_id": "s.litellm_call_id",
+    "call_type": "s.call_type",
+    "status": "s.status",
+    "start_time": 's."startTime"',
+    "end_time": 's."endTime"',
+    "created_at": "s.created_at",
+    "request_duration_ms": "s.request_duration_ms::bigint",
+    "model": "s.model",
+    "model_id": "s.model_id",
+    "model_group": "s.model_group",
+    "custom_llm_provider": "s.custom_llm_provider",
+    "api_key": "s.api_key",
+    "key_alias": "m.user_api_key_alias",
+    "team_id": "s.team_id",
+    "team_alias": "m.user_api_key_team_alias",
+    "organization_id": "s.organization_id",
+    "user": 's."user"',
+    "end_user": "s.end_user",
+    "session_id": "s.session_id",
+    "spend": "s.spend",
+    "prompt_tokens": "s.prompt_tokens::bigint",
+    "completion_tokens": "s.completion_tokens::bigint",
+    "total_tokens": "s.total_tokens::bigint",
+    "cache_read_tokens": "COALESCE("
+    + _int("m.usage_object->>'cache_read_input_tokens'")
+    + ", "
+    + _int("m.usage_object#>>'{prompt_tokens_details,cached_tokens}'")
+    + ", 0)",
+    "cache_creation_tokens": "COALESCE("
+    + _int("m.usage_object->>'cache_creation_input_tokens'")
+    + ", 0)",
+    "input_cost": "(m.cost_breakdown->>'input_cost')::float8",
+    "output_cost": "(m.cost_breakdown->>'output_cost')::float8",
+    "cache_read_cost": "(m.cost_breakdown->>'cache_read_cost')::float8",
+    "cache_creation_cost": "(m.cost_breakdown->>'cache_creation_cost')::float8",
+    "cache_hit": "s.cache_hit",
+    "request_tags": "s.request_tags::text",
+    "spend_logs_metadata": "m.spend_logs_metadata::text",
+}
+# Source column each optional output reads, for schemas that predate it.
+_OPTIONAL_OUTPUTS = {
+    "status": "status",
+    "organization_id": "organization_id",
+    "litellm_call_id": "litellm_call_id",
+    "created_at": "created_at",
+    "request_duration_ms": "request_duration_ms",
+    "session_id": "session_id",
+}
+assert set(_OPTIONAL_OUTPUTS.values()) == set(OPTIONAL_SOURCE_COLUMNS)
+assert list(_EXPRESSIONS) == EXTRACT_SCHEMA.names
+
+_PG_TYPES = {pa.string(): "text", pa.int64(): "bigint", pa.float64(): "float8"}
+
+
+def _sql_timestamp(moment: datetime) -> str:
+    return f"TIMESTAMP '{moment:%Y-%m-%d %H:%M:%S}'"
+
+
+def window_query(window: HourWindow, missing: frozenset[str] = frozenset()) -> str:
+    """The one query that reads a window; optional columns absent from the table read as NULL."""
+    selected = []
+    for name, expression in _EXPRESSIONS.items():
+        source_column = _OPTIONAL_OUTPUTS.get(name)
+        if source_column in missing:
+            field_type = EXTRACT_SCHEMA.field(name).type
+            expression = f"NULL::{_PG_TYPES.get(field_type, 'timestamp(3)')}"
+        selected.append(f"{expression} AS {name}")
+    columns = ",\n  ".join(selected)
+    return (
+        f"SELECT\n  {columns}\n"
+        f'FROM "{SPEND_LOGS_TABLE}" s\n'
+        f"CROSS JOIN LATERAL jsonb_to_record(s.metadata) AS m({_METADATA_RECORD})\n"
+        f'WHERE s."startTime" >= {_sql_timestamp(window.start)}'
+        f' AND s."startTime" < {_sql_timestamp(window.end)}\n'
+        f'ORDER BY s."startTime"'
+    )
+
+
+def read_only_url(database_url: str, statement_timeout_ms: int) -> str:
+    """Add libpq options so every transaction on the connection is read-only and time-bound."""
+    parts = urlsplit(database_url)
+    query = dict(parse_qsl(parts.query))
+    options = query.get("options", "")
+    options += (
+        f" -c default_transaction_read_only=on -c statement_timeout={statement_timeout_ms}"
+        " -c application_name=cz-pipeline"
+    )
+    query["options"] = options.strip()
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def _redact(message: str, database_url: str) -> str:
+    password = urlsplit(database_url).password
+    if password:
+        message = message.replace(password, "***")
+    return re.sub(r"(postgres(?:ql)?://[^:/@]*:)[^@]*@", r"\1***@", message)
+
+
+class LiteLLMPostgresSource:
+    """Spend logs from a LiteLLM PostgreSQL database (``LITELLM_DATABASE_URL``)."""
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        statement_timeout_s: float = 600.0,
+        batch_size_hint_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self._database_url = database_url
+        self._statement_timeout_ms = int(statement_timeout_s * 1000)
+        self._batch_size_hint_bytes = batch_size_hint_bytes
+
+    def __repr__(self) -> str:
+        return f"LiteLLMPostgresSource(host={urlsplit(self._database_url).hostname!r})"
+
+    def _connect(self) -> adbc.Connection:
+        try:
+            return adbc.connect(read_only_url(self._database_url, self._statement_timeout_ms))
+        except Exception as error:
+            host = urlsplit(self._database_url).hostname
+            raise SourceError(
+                f"cannot connect to LiteLLM's database at {host}: "
+                f"{_redact(str(error), self._database_url)}"
+            ) from None
+
+    def _fail(self, action: str, error: Exception) -> SourceError:
+        return SourceError(f"{action} failed: {_redact(str(error), self._database_url)}")
+
+    def _table_columns(self, cursor: Any, table: str) -> set[str]:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns "
+            f"WHERE table_schema = current_schema() AND table_name = '{table}'"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+    def _alias_lookup(self, cursor: Any) -> tuple[AliasLookup, list[str]]:
+        notes: list[str] = []
+        key_aliases: dict[str, str] = {}
+        team_aliases: dict[str, str] = {}
+        # Deleted keys first so that a live key's current alias wins.
+        for table in ("LiteLLM_DeletedVerificationToken", "LiteLLM_VerificationToken"):
+            if {"token", "key_alias"} <= self._table_columns(cursor, table):
+                cursor.execute(
+                    f'SELECT token, key_alias FROM "{table}" '
+                    "WHERE key_alias IS NOT NULL AND key_alias <> ''"
+                )
+                key_aliases.update(dict(cursor.fetchall()))
+            else:
+                notes.append(f'"{table}" not found: key aliases come from metadata only')
+        if {"team_id", "team_alias"} <= self._table_columns(cursor, "LiteLLM_TeamTable"):
+            cursor.execute(
+                'SELECT team_id, team_alias FROM "LiteLLM_TeamTable" '
+                "WHERE team_alias IS NOT NULL AND team_alias <> ''"
+            )
+            team_aliases.update(dict(cursor.fetchall()))
+        else:
+            notes.append('"LiteLLM_TeamTable" not found: team aliases come from metadata only')
+        return AliasLookup(key_aliases, team_aliases), notes
+
+    def extract(self, window: HourWindow) -> Extraction:
+        connection = self._connect()
+        try:
+            cursor = connection.cursor()
+            columns = self._table_columns(cursor, SPEND_LOGS_TABLE)
+            if not columns:
+                raise SourceError(f'table "{SPEND_LOGS_TABLE}" not found in LiteLLM\'s database')
+            missing_required = sorted(set(_REQUIRED_COLUMNS) - columns)
+            if missing_required:
+                raise SourceError(
+                    f'table "{SPEND_LOGS_TABLE}" lacks required columns: '
+                    + ", ".join(missing_required)
+                )
+            missing_optional = frozenset(OPTIONAL_SOURCE_COLUMNS) - columns
+            aliases, notes = self._alias_lookup(cursor)
+            if missing_optional:
+                notes.append(
+                    f'"{SPEND_LOGS_TABLE}" predates columns {", ".join(sorted(missing_optional))}:'
+                    " read as nulls"
+                )
+            cursor.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(self._batch_size_hint_bytes)}
+            )
+            cursor.execute(window_query(window, missing_optional))
+            reader = cursor.fetch_record_batch()
+        except SourceError:
+            connection.close()
+            raise
+        except Exception as error:
+            connection.close()
+            raise self._fail(f"reading {window}", error) from None
+        return Extraction(self._batches(connection, cursor, reader, window), notes, aliases)
+
+    def _batches(
+        self,
+        connection: adbc.Connection,
+        cursor: adbc.Cursor,
+        reader: pa.RecordBatchReader,
+        window: HourWindow,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the batches; the cursor must outlive the reader or the stream closes."""
+        try:
+            for batch in reader:
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        column.cast(field.type)
+                        for column, field in zip(batch.columns, EXTRACT_SCHEMA, strict=True)
+                    ],
+                    schema=EXTRACT_SCHEMA,
+                )
+        except Exception as error:
+            raise self._fail(f"reading {window}", error) from None
+        finally:
+            cursor.close()
+            connection.close()
