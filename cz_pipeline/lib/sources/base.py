@@ -18,9 +18,9 @@ class SourceError(RuntimeError):
 
 @dataclass
 class Extraction:
-    """Record batches in ``EXTRACT_SCHEMA``, ascending by ``start_time``, plus what to tell the user.
+    """Batches in ``EXTRACT_SCHEMA``, ascending by ``start_time``, plus what to tell the user.
 
-    ``batches`` is consumed once; ``notes`` may grow while it is consumed (e.g. pages read).
+    ``batches`` is consumed once; ``notes`` may grow while it is consumed (pages read, ...).
     ``aliases`` fills key and team aliases that the rows' metadata lacks.
     """
 
