@@ -1,0 +1,47 @@
+"""Real "LiteLLM_SpendLogs" rows (captured from LiteLLM 1.108.7) and a way to put them back.
+
+Tests insert these rows into tables made by ``create_litellm_tables`` so that sources and checks
+meet the exact values a real proxy stores, not only what the synthetic generator imitates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cz_pipeline.lib.litellm_tables import SPEND_LOGS, Cursor, quote_columns
+
+SAMPLE_ROWS_PATH = Path(__file__).parent / "data" / "litellm_spend_logs_rows.json"
+
+# jsonb columns of "LiteLLM_SpendLogs"; the JSON file holds them as objects and lists.
+JSONB_COLUMNS = frozenset(
+    {"metadata", "request_tags", "messages", "response", "proxy_server_request"}
+)
+
+
+def read_sample_rows() -> list[dict[str, Any]]:
+    """The 22 real rows, every column, as LiteLLM's database returned them (fresh copies)."""
+    rows: list[dict[str, Any]] = json.loads(SAMPLE_ROWS_PATH.read_text())
+    return rows
+
+
+def insert_sample_rows(cursor: Cursor, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert ``rows`` into "LiteLLM_SpendLogs" exactly as given and return how many.
+
+    Every key of the rows is written to the column of that name (a column the table lacks is an
+    error, so drop keys yourself for a legacy table; a missing key gets the column's default);
+    timestamps stay the naive-UTC strings of the file, jsonb values are sent as JSON.
+    """
+    for row in rows:
+        columns = list(row)
+        placeholders = ", ".join("%s::jsonb" if c in JSONB_COLUMNS else "%s" for c in columns)
+        cursor.execute(
+            f'INSERT INTO "{SPEND_LOGS}" ({quote_columns(columns)}) VALUES ({placeholders})',
+            [
+                json.dumps(row[c]) if c in JSONB_COLUMNS and row[c] is not None else row[c]
+                for c in columns
+            ],
+        )
+    return len(rows)
