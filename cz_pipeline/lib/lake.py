@@ -78,9 +78,11 @@ class Lake:
         temporary = f"{folder}/.{dataset}.{uuid.uuid4().hex}.tmp"
         self.fs.makedirs(folder, exist_ok=True)
         try:
-            with self.fs.open(temporary, "wb") as stream:
-                with pq.ParquetWriter(stream, schema, **PARQUET_OPTIONS) as parquet_writer:
-                    yield HourFileWriter(parquet_writer)
+            with (
+                self.fs.open(temporary, "wb") as stream,
+                pq.ParquetWriter(stream, schema, **PARQUET_OPTIONS) as parquet_writer,
+            ):
+                yield HourFileWriter(parquet_writer)
             self.fs.mv(temporary, final)
         except BaseException:
             if self.fs.exists(temporary):
@@ -107,9 +109,7 @@ class Lake:
     def has_hour(self, dataset: str, hour: datetime) -> bool:
         return bool(self.fs.exists(self.hour_file(dataset, hour)))
 
-    def read_hour(
-        self, dataset: str, hour: datetime, columns: list[str] | None = None
-    ) -> pa.Table:
+    def read_hour(self, dataset: str, hour: datetime, columns: list[str] | None = None) -> pa.Table:
         with self.fs.open(self.hour_file(dataset, hour), "rb") as stream:
             return pq.read_table(stream, columns=columns)
 

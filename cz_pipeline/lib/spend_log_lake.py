@@ -110,5 +110,3 @@ def extract_to_lake(
         summary.path = lake.hour_file(dataset, hour)
         summary.bytes = lake.file_size(summary.path)
     return summaries
-
-

@@ -73,11 +73,15 @@ _TAGS = pa.list_(pa.string())
 
 LAKE_SCHEMA = pa.schema(
     [
-        _field("request_id", pa.string(), "LiteLLM's row id: provider response id or call uuid.", False),
+        _field(
+            "request_id", pa.string(), "LiteLLM's row id: provider response id or call uuid.", False
+        ),
         _field("litellm_call_id", pa.string(), "LiteLLM's own per-call uuid, where recorded."),
         _field("call_type", pa.string(), "acompletion, aembedding, aresponses, ...", False),
         _field("status", pa.string(), "success or failure (LiteLLM's NULL means success).", False),
-        _field("start_time", UTC_MS, "Request start, UTC; the hour partition is taken from it.", False),
+        _field(
+            "start_time", UTC_MS, "Request start, UTC; the hour partition is taken from it.", False
+        ),
         _field("end_time", UTC_MS, "Request end, UTC."),
         _field("created_at", UTC_MS, "When LiteLLM wrote the row, UTC (newer LiteLLM only)."),
         _field("request_duration_ms", pa.int64(), "End minus start, milliseconds."),
@@ -98,13 +102,17 @@ LAKE_SCHEMA = pa.schema(
         _field("completion_tokens", pa.int64(), "Output tokens.", False),
         _field("total_tokens", pa.int64(), "Total tokens as the provider reported them.", False),
         _field("cache_read_tokens", pa.int64(), "Prompt-cache read tokens (0 if none).", False),
-        _field("cache_creation_tokens", pa.int64(), "Prompt-cache write tokens (0 if none).", False),
+        _field(
+            "cache_creation_tokens", pa.int64(), "Prompt-cache write tokens (0 if none).", False
+        ),
         _field("input_cost", pa.float64(), "Input part of spend, USD (cost breakdown)."),
         _field("output_cost", pa.float64(), "Output part of spend, USD (cost breakdown)."),
         _field("cache_read_cost", pa.float64(), "Cache read part of spend, USD."),
         _field("cache_creation_cost", pa.float64(), "Cache write part of spend, USD."),
         _field("cache_hit", pa.bool_(), "Answered from LiteLLM's cache; null when unknown."),
-        _field("request_tags", _TAGS, "Caller, key and team tags (User-Agent tags removed).", False),
+        _field(
+            "request_tags", _TAGS, "Caller, key and team tags (User-Agent tags removed).", False
+        ),
         _field("user_agent_tags", _TAGS, "LiteLLM's automatic `User-Agent: ...` tags.", False),
         _field("spend_logs_metadata", pa.string(), "Caller's spend_logs_metadata, JSON text."),
     ]

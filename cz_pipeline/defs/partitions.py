@@ -1,0 +1,12 @@
+"""The one hourly partitioning that every hourly asset shares."""
+
+import dagster as dg
+
+from cz_pipeline.lib.hours import PARTITION_KEY_FORMAT
+from cz_pipeline.lib.settings import Settings
+
+hourly_partitions = dg.HourlyPartitionsDefinition(
+    start_date=Settings.from_env().partitions_start,
+    timezone="UTC",
+    fmt=PARTITION_KEY_FORMAT,
+)

@@ -1,0 +1,184 @@
+"""The PostgreSQL source against a real database with LiteLLM's own table definitions."""
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import adbc_driver_postgresql.dbapi as adbc
+import psycopg2
+import pyarrow as pa
+import pytest
+
+from cz_pipeline.lib.hours import HourWindow
+from cz_pipeline.lib.lake import Lake
+from cz_pipeline.lib.litellm_tables import create_litellm_tables
+from cz_pipeline.lib.normalize import normalize
+from cz_pipeline.lib.sources.base import SourceError
+from cz_pipeline.lib.sources.litellm_postgres import LiteLLMPostgresSource, read_only_url
+from cz_pipeline.lib.spend_log_lake import extract_to_lake
+from cz_pipeline.lib.spend_log_schema import EXTRACT_SCHEMA, OPTIONAL_SOURCE_COLUMNS
+from cz_pipeline_tests.litellm_samples import insert_sample_rows
+
+SAMPLES = Path(__file__).parent / "data" / "litellm_spend_logs_rows.json"
+SAMPLE_HOUR = HourWindow.for_hour(datetime(2026, 11, 27, 16, tzinfo=UTC))
+
+
+def sample_rows() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(SAMPLES.read_text())
+    return rows
+
+
+@pytest.fixture
+def litellm_db(fresh_database: str) -> Iterator[str]:
+    with psycopg2.connect(fresh_database) as connection, connection.cursor() as cursor:
+        create_litellm_tables(cursor)
+    return fresh_database
+
+
+def execute(url: str, sql: str, *params: Any) -> None:
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(sql, params or None)
+
+
+def insert(url: str, rows: list[dict[str, Any]]) -> None:
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        insert_sample_rows(cursor, rows)
+
+
+def extract_all(url: str, window: HourWindow) -> tuple[pa.Table, list[str]]:
+    extraction = LiteLLMPostgresSource(url).extract(window)
+    batches = list(extraction.batches)
+    table = pa.Table.from_batches(batches, schema=EXTRACT_SCHEMA)
+    return normalize(table, extraction.aliases), extraction.notes
+
+
+def test_real_sample_rows_extract_exactly(litellm_db: str) -> None:
+    rows = sample_rows()
+    insert(litellm_db, rows)
+    lake, _ = extract_all(litellm_db, SAMPLE_HOUR)
+    by_id = {row["request_id"]: row for row in lake.to_pylist()}
+    assert set(by_id) == {row["request_id"] for row in rows}
+    for source_row in rows:
+        row = by_id[source_row["request_id"]]
+        assert row["spend"] == source_row["spend"]
+        assert row["prompt_tokens"] == source_row["prompt_tokens"]
+        metadata = source_row["metadata"] or {}
+        assert row["key_alias"] == (metadata.get("user_api_key_alias") or None)
+        assert row["team_alias"] == (metadata.get("user_api_key_team_alias") or None)
+    cached = [r for r in lake.to_pylist() if r["cache_read_tokens"]]
+    assert [(r["cache_read_tokens"], r["cache_creation_tokens"]) for r in cached] == [(1000, 150)]
+    assert cached[0]["cache_read_cost"] == pytest.approx(0.0003)
+    failures = [r for r in lake.to_pylist() if r["status"] == "failure"]
+    assert len(failures) == 2
+    assert all(r["spend"] == 0 for r in failures)
+    assert {tuple(r["user_agent_tags"]) for r in lake.to_pylist()} == {
+        ("User-Agent: curl", "User-Agent: curl/7.88.1")
+    }
+    with_meta = [r for r in lake.to_pylist() if r["spend_logs_metadata"]]
+    assert json.loads(with_meta[0]["spend_logs_metadata"]) == {"job": "nightly", "run": 1}
+
+
+def _at(row: dict[str, Any], request_id: str, moment: str) -> dict[str, Any]:
+    return {**row, "request_id": request_id, "startTime": moment, "endTime": moment}
+
+
+def test_hour_boundaries_are_half_open(litellm_db: str, tmp_path: Path) -> None:
+    template = sample_rows()[0]
+    insert(
+        litellm_db,
+        [
+            _at(template, "before", "2026-11-30T21:59:59.999"),
+            _at(template, "first", "2026-11-30T22:00:00.000"),
+            _at(template, "last-of-22", "2026-11-30T22:59:59.999"),
+            _at(template, "first-of-23", "2026-11-30T23:00:00.000"),
+            _at(template, "december", "2026-12-01T00:00:00.000"),
+            _at(template, "after", "2026-12-01T02:00:00.000"),
+        ],
+    )
+    window = HourWindow.from_partition_keys("2026-11-30-22:00", "2026-12-01-01:00")
+    lake = Lake(str(tmp_path))
+    summaries = extract_to_lake(LiteLLMPostgresSource(litellm_db).extract(window), window, lake)
+    assert [(s.partition_key, s.rows) for s in summaries] == [
+        ("2026-11-30-22:00", 2),
+        ("2026-11-30-23:00", 1),
+        ("2026-12-01-00:00", 1),
+        ("2026-12-01-01:00", 0),
+    ]
+    ids = [
+        lake.read_hour("litellm_spend_logs", s.hour).column("request_id").to_pylist()
+        for s in summaries
+    ]
+    assert ids == [["first", "last-of-22"], ["first-of-23"], ["december"], []]
+
+
+def test_older_schema_reads_missing_columns_as_nulls(fresh_database: str) -> None:
+    with psycopg2.connect(fresh_database) as connection, connection.cursor() as cursor:
+        create_litellm_tables(cursor, legacy=True)
+    row = {k: v for k, v in sample_rows()[0].items() if k not in OPTIONAL_SOURCE_COLUMNS}
+    insert(fresh_database, [row])
+    lake, notes = extract_all(fresh_database, SAMPLE_HOUR)
+    assert lake.num_rows == 1
+    assert lake.column("status").to_pylist() == ["success"]
+    assert lake.column("litellm_call_id").to_pylist() == [None]
+    assert any(all(column in note for column in OPTIONAL_SOURCE_COLUMNS) for note in notes), notes
+
+
+def test_missing_required_columns_are_named(litellm_db: str) -> None:
+    execute(litellm_db, 'ALTER TABLE "LiteLLM_SpendLogs" DROP COLUMN team_id, DROP COLUMN spend')
+    with pytest.raises(SourceError, match=r"lacks required columns: spend, team_id$"):
+        LiteLLMPostgresSource(litellm_db).extract(SAMPLE_HOUR)
+
+
+def test_aliases_missing_in_metadata_come_from_key_and_team_tables(litellm_db: str) -> None:
+    row = sample_rows()[0]
+    metadata = {**row["metadata"], "user_api_key_alias": None, "user_api_key_team_alias": None}
+    insert(litellm_db, [{**row, "metadata": metadata}])
+    execute(
+        litellm_db,
+        'INSERT INTO "LiteLLM_DeletedVerificationToken" (id, token, key_alias) '
+        "VALUES ('d1', %s, 'old-alias')",
+        row["api_key"],
+    )
+    execute(
+        litellm_db,
+        'INSERT INTO "LiteLLM_TeamTable" (team_id, team_alias) VALUES (%s, %s)',
+        row["team_id"],
+        "data-platform",
+    )
+    lake, _ = extract_all(litellm_db, SAMPLE_HOUR)
+    assert lake.column("key_alias").to_pylist() == ["old-alias"]
+    assert lake.column("team_alias").to_pylist() == ["data-platform"]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://nobody:s3cret-pw@127.0.0.1:5432/postgres", 'role "nobody" does not exist'),
+        ("postgresql://postgres:s3cret-pw@127.0.0.1:5432/no_such_db", "does not exist"),
+        ("postgresql://postgres:s3cret-pw@127.0.0.1:1/postgres", "Connection refused"),
+    ],
+)
+def test_connection_errors_are_clear_and_never_show_the_password(url: str, reason: str) -> None:
+    with pytest.raises(SourceError) as failure:
+        LiteLLMPostgresSource(url).extract(SAMPLE_HOUR)
+    message = str(failure.value)
+    assert "cannot connect to LiteLLM's database at 127.0.0.1" in message
+    assert reason in message
+    assert "s3cret-pw" not in message
+
+
+def test_the_connection_is_read_only(litellm_db: str) -> None:
+    with adbc.connect(read_only_url(litellm_db, 1000)) as connection:
+        cursor = connection.cursor()
+        with pytest.raises(adbc.Error, match="read-only transaction"):
+            cursor.execute('DELETE FROM "LiteLLM_SpendLogs"')
+
+
+def test_statement_timeout_applies(litellm_db: str) -> None:
+    with adbc.connect(read_only_url(litellm_db, 50)) as connection:
+        cursor = connection.cursor()
+        cursor.execute("SELECT pg_sleep(2)")
+        with pytest.raises(adbc.Error, match="statement timeout"):
+            cursor.fetchall()

@@ -1,0 +1,97 @@
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from cz_pipeline.lib.normalize import AliasLookup, ExtractSchemaError, normalize
+from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
+from cz_pipeline_tests.extract_rows import extract_row, extract_table
+
+T0 = datetime(2026, 11, 1, 3, 0)
+
+
+def test_output_has_the_lake_schema_and_keeps_every_row() -> None:
+    table = extract_table([extract_row(f"r{i}", T0) for i in range(5)])
+    lake = normalize(table)
+    assert lake.schema == LAKE_SCHEMA
+    assert lake.column("request_id").to_pylist() == [f"r{i}" for i in range(5)]
+
+
+def test_empty_strings_become_nulls_and_columns_are_renamed() -> None:
+    row = extract_row("a", T0, team_id="", user="", end_user="", model_group="", key_alias="")
+    lake = normalize(extract_table([row])).to_pylist()[0]
+    for name in ("team_id", "user_id", "end_user", "model_group", "key_alias"):
+        assert lake[name] is None, name
+    assert lake["provider"] == "openai"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(None, "success"), ("", "success"), ("success", "success"), ("failure", "failure")],
+)
+def test_null_status_means_success(status: str | None, expected: str) -> None:
+    lake = normalize(extract_table([extract_row("a", T0, status=status)]))
+    assert lake.column("status").to_pylist() == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("True", True), ("False", False), ("None", None), ("", None), (None, None)],
+)
+def test_cache_hit_strings_are_parsed(text: str | None, expected: bool | None) -> None:
+    lake = normalize(extract_table([extract_row("a", T0, cache_hit=text)]))
+    assert lake.column("cache_hit").to_pylist() == [expected]
+
+
+def test_user_agent_tags_are_split_from_caller_tags() -> None:
+    rows = [
+        extract_row("a", T0, request_tags='["feature:rag", "User-Agent: curl", "env:prod"]'),
+        extract_row("b", T0, request_tags='["User-Agent: curl", "User-Agent: curl/7.88.1"]'),
+        extract_row("c", T0, request_tags=None),
+        extract_row("d", T0, request_tags='["feature:rag", "User-Agent: curl", "env:prod"]'),
+    ]
+    lake = normalize(extract_table(rows))
+    assert lake.column("request_tags").to_pylist() == [
+        ["feature:rag", "env:prod"],
+        [],
+        [],
+        ["feature:rag", "env:prod"],
+    ]
+    assert lake.column("user_agent_tags").to_pylist() == [
+        ["User-Agent: curl"],
+        ["User-Agent: curl", "User-Agent: curl/7.88.1"],
+        [],
+        ["User-Agent: curl"],
+    ]
+
+
+def test_timestamps_are_utc_and_keep_milliseconds() -> None:
+    moment = datetime(2026, 11, 1, 3, 59, 59, 999000)
+    lake = normalize(extract_table([extract_row("a", moment)]))
+    assert lake.column("start_time").to_pylist() == [moment.replace(tzinfo=UTC)]
+
+
+def test_missing_token_counts_become_zero_but_spend_is_untouched() -> None:
+    row = extract_row("a", T0, cache_read_tokens=None, cache_creation_tokens=None, spend=2.5e-08)
+    lake = normalize(extract_table([row])).to_pylist()[0]
+    assert (lake["cache_read_tokens"], lake["cache_creation_tokens"]) == (0, 0)
+    assert lake["spend"] == 2.5e-08
+
+
+def test_aliases_fill_only_what_metadata_lacks() -> None:
+    rows = [
+        extract_row("a", T0, api_key="k1", key_alias=None, team_id="t1", team_alias=None),
+        extract_row("b", T0, api_key="k1", key_alias="as-of-request", team_id="t1", team_alias="x"),
+        extract_row("c", T0, api_key="unknown", key_alias=None, team_id="", team_alias=None),
+    ]
+    aliases = AliasLookup(key_aliases={"k1": "renamed-key"}, team_aliases={"t1": "team-one"})
+    lake = normalize(extract_table(rows), aliases)
+    assert lake.column("key_alias").to_pylist() == ["renamed-key", "as-of-request", None]
+    assert lake.column("team_alias").to_pylist() == ["team-one", "x", None]
+
+
+def test_wrong_columns_are_named() -> None:
+    table = extract_table([extract_row("a", T0)]).drop_columns(["spend"])
+    table = table.append_column("messages", pa.array(["secret"]))
+    with pytest.raises(ExtractSchemaError, match=r"missing \['spend'\], unexpected \['messages'\]"):
+        normalize(table)
