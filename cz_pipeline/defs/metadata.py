@@ -6,6 +6,7 @@ import dagster as dg
 import pyarrow as pa
 
 from cz_pipeline.lib.hours import HourWindow
+from cz_pipeline.lib.spend_log_schema import is_required
 
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
@@ -15,7 +16,7 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
                 name=field.name,
                 type=str(field.type),
                 description=(field.metadata or {}).get(b"description", b"").decode() or None,
-                constraints=dg.TableColumnConstraints(nullable=field.nullable),
+                constraints=dg.TableColumnConstraints(nullable=not is_required(field)),
             )
             for field in schema
         ]

@@ -454,6 +454,9 @@ class HourChecker:
             ]
         )
         free = pc.fill_null(pc.equal(rows.column("spend"), 0.0), False)
+        # A cache hit costs nothing by design; it is not unpriced traffic.
+        if "cache_hit" in rows.column_names:
+            free = pc.and_(free, pc.invert(pc.fill_null(rows.column("cache_hit"), False)))
         unpriced = pc.and_(pc.and_(successful, used_tokens), free)
         self._successful += _count(successful)
         count = _count(unpriced)

@@ -7,6 +7,7 @@ into place only when complete, so a failed run leaves the previous good file unt
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +33,15 @@ class WrittenFile:
 
 
 class HourFileWriter:
-    """Appends record batches to one hour's temporary file; see :meth:`Lake.hour_writer`."""
+    """Appends record batches to one hour's temporary file; see :meth:`Lake.hour_writer`.
 
-    def __init__(self, writer: pq.ParquetWriter) -> None:
+    Set ``destination`` to another dataset before the block ends to file the hour there instead
+    (a quarantine), leaving the original dataset's file as it was.
+    """
+
+    def __init__(self, writer: pq.ParquetWriter, destination: str) -> None:
         self._writer = writer
+        self.destination = destination
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -73,7 +79,6 @@ class Lake:
         An hour with no rows still gets a file with the schema, so "materialized" always means
         "the file exists".
         """
-        final = self.hour_file(dataset, hour)
         folder = self.hour_folder(dataset, hour)
         temporary = f"{folder}/.{dataset}.{uuid.uuid4().hex}.tmp"
         self.fs.makedirs(folder, exist_ok=True)
@@ -82,7 +87,11 @@ class Lake:
                 self.fs.open(temporary, "wb") as stream,
                 pq.ParquetWriter(stream, schema, **PARQUET_OPTIONS) as parquet_writer,
             ):
-                yield HourFileWriter(parquet_writer)
+                writer = HourFileWriter(parquet_writer, dataset)
+                yield writer
+            # The file keeps the dataset's name wherever it is filed.
+            final = f"{self.hour_folder(writer.destination, hour)}/{dataset}.parquet"
+            self.fs.makedirs(self.hour_folder(writer.destination, hour), exist_ok=True)
             self.fs.mv(temporary, final)
         except BaseException:
             if self.fs.exists(temporary):
@@ -106,11 +115,30 @@ class Lake:
         self.fs.mv(temporary, final)
         return final
 
+    def read_json(self, dataset: str, hour: datetime, name: str) -> Any:
+        path = f"{self.hour_folder(dataset, hour)}/{name}"
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as stream:
+            return json.load(stream)
+
+    def write_json(self, dataset: str, hour: datetime, name: str, value: Any) -> str:
+        content = json.dumps(value, indent=2, sort_keys=True).encode()
+        return self.write_bytes(dataset, hour, name, content)
+
     def has_hour(self, dataset: str, hour: datetime) -> bool:
         return bool(self.fs.exists(self.hour_file(dataset, hour)))
 
-    def read_hour(self, dataset: str, hour: datetime, columns: list[str] | None = None) -> pa.Table:
-        with self.fs.open(self.hour_file(dataset, hour), "rb") as stream:
+    def read_hour(
+        self,
+        dataset: str,
+        hour: datetime,
+        columns: list[str] | None = None,
+        dataset_file: str | None = None,
+    ) -> pa.Table:
+        """Read one hour; ``dataset_file`` names the file of a quarantined dataset's hour."""
+        path = f"{self.hour_folder(dataset, hour)}/{dataset_file or dataset}.parquet"
+        with self.fs.open(path, "rb") as stream:
             return pq.read_table(stream, columns=columns)
 
     def file_size(self, path: str) -> int:

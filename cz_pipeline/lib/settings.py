@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 SOURCES = ("postgres", "api", "synthetic")
@@ -24,6 +25,11 @@ class Settings:
     lake_url: str
     partitions_start: str
     synthetic_rows_per_hour: int
+    spend_tolerance: Decimal = Decimal("1e-9")
+    unpriced_share_threshold: float = 0.01
+    late_rows_lookback_hours: int = 72
+    daily_spend_tolerance: Decimal = Decimal("0.000001")
+    grain: str = "provider,model,team,api_key,user"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -35,11 +41,27 @@ class Settings:
         if not rows.isdigit():
             raise SettingsError(f"CZ_SYNTHETIC_ROWS_PER_HOUR={rows!r}: expected a whole number")
         return cls(
+            spend_tolerance=_decimal(env, "CZ_SPEND_TOLERANCE", "1e-9"),
+            unpriced_share_threshold=float(_decimal(env, "CZ_UNPRICED_SHARE_THRESHOLD", "0.01")),
+            late_rows_lookback_hours=int(_decimal(env, "CZ_LATE_ROWS_LOOKBACK_HOURS", "72")),
+            daily_spend_tolerance=_decimal(env, "CZ_DAILY_SPEND_TOLERANCE", "0.000001"),
+            grain=env.get("CZ_CBF_GRAIN", "").strip() or "provider,model,team,api_key,user",
             source=source,
             lake_url=env.get("CZ_LAKE_URL", "").strip() or DEFAULT_LAKE_URL,
             partitions_start=env.get("CZ_PARTITIONS_START", "").strip() or DEFAULT_PARTITIONS_START,
             synthetic_rows_per_hour=int(rows),
         )
+
+
+def _decimal(env: Mapping[str, str], name: str, default: str) -> Decimal:
+    text = env.get(name, "").strip() or default
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise SettingsError(f"{name}={text!r}: expected a number") from None
+    if not value.is_finite() or value < 0:
+        raise SettingsError(f"{name}={text!r}: expected a number of 0 or more")
+    return value
 
 
 def default_source(env: Mapping[str, str]) -> str:

@@ -14,8 +14,15 @@ UTC_MS = pa.timestamp("ms", tz="UTC")
 NAIVE_MS = pa.timestamp("ms")
 
 
-def _field(name: str, type_: pa.DataType, description: str, nullable: bool = True) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable, metadata={"description": description})
+def _field(name: str, type_: pa.DataType, description: str, required: bool = False) -> pa.Field:
+    """Every field is nullable in Arrow and Parquet, so a bad row can still be written to
+    quarantine; ``required`` is what the checks enforce and the column schema shows."""
+    metadata = {"description": description, "required": "true" if required else "false"}
+    return pa.field(name, type_, nullable=True, metadata=metadata)
+
+
+def is_required(field: pa.Field) -> bool:
+    return (field.metadata or {}).get(b"required") == b"true"
 
 
 # Columns of "LiteLLM_SpendLogs" that may be absent on older LiteLLM versions: a missing one is
@@ -74,18 +81,31 @@ _TAGS = pa.list_(pa.string())
 LAKE_SCHEMA = pa.schema(
     [
         _field(
-            "request_id", pa.string(), "LiteLLM's row id: provider response id or call uuid.", False
+            "request_id",
+            pa.string(),
+            "LiteLLM's row id: provider response id or call uuid.",
+            required=True,
         ),
         _field("litellm_call_id", pa.string(), "LiteLLM's own per-call uuid, where recorded."),
-        _field("call_type", pa.string(), "acompletion, aembedding, aresponses, ...", False),
-        _field("status", pa.string(), "success or failure (LiteLLM's NULL means success).", False),
+        _field("call_type", pa.string(), "acompletion, aembedding, aresponses, ...", required=True),
         _field(
-            "start_time", UTC_MS, "Request start, UTC; the hour partition is taken from it.", False
+            "status",
+            pa.string(),
+            "success or failure (LiteLLM's NULL means success).",
+            required=True,
+        ),
+        _field(
+            "start_time",
+            UTC_MS,
+            "Request start, UTC; the hour partition is taken from it.",
+            required=True,
         ),
         _field("end_time", UTC_MS, "Request end, UTC."),
         _field("created_at", UTC_MS, "When LiteLLM wrote the row, UTC (newer LiteLLM only)."),
         _field("request_duration_ms", pa.int64(), "End minus start, milliseconds."),
-        _field("model", pa.string(), "Provider model as called, e.g. openai/gpt-4o.", False),
+        _field(
+            "model", pa.string(), "Provider model as called, e.g. openai/gpt-4o.", required=True
+        ),
         _field("model_id", pa.string(), "Router deployment id."),
         _field("model_group", pa.string(), "Public model name the client asked for."),
         _field("provider", pa.string(), "LLM provider (custom_llm_provider), e.g. openai."),
@@ -97,13 +117,25 @@ LAKE_SCHEMA = pa.schema(
         _field("user_id", pa.string(), "Internal LiteLLM user of the key."),
         _field("end_user", pa.string(), "Customer id passed by the caller (OpenAI `user`)."),
         _field("session_id", pa.string(), "LiteLLM session or trace id."),
-        _field("spend", pa.float64(), "Cost in USD as LiteLLM computed it (0 if unpriced).", False),
-        _field("prompt_tokens", pa.int64(), "Input tokens, cached ones included.", False),
-        _field("completion_tokens", pa.int64(), "Output tokens.", False),
-        _field("total_tokens", pa.int64(), "Total tokens as the provider reported them.", False),
-        _field("cache_read_tokens", pa.int64(), "Prompt-cache read tokens (0 if none).", False),
         _field(
-            "cache_creation_tokens", pa.int64(), "Prompt-cache write tokens (0 if none).", False
+            "spend",
+            pa.float64(),
+            "Cost in USD as LiteLLM computed it (0 if unpriced).",
+            required=True,
+        ),
+        _field("prompt_tokens", pa.int64(), "Input tokens, cached ones included.", required=True),
+        _field("completion_tokens", pa.int64(), "Output tokens.", required=True),
+        _field(
+            "total_tokens", pa.int64(), "Total tokens as the provider reported them.", required=True
+        ),
+        _field(
+            "cache_read_tokens", pa.int64(), "Prompt-cache read tokens (0 if none).", required=True
+        ),
+        _field(
+            "cache_creation_tokens",
+            pa.int64(),
+            "Prompt-cache write tokens (0 if none).",
+            required=True,
         ),
         _field("input_cost", pa.float64(), "Input part of spend, USD (cost breakdown)."),
         _field("output_cost", pa.float64(), "Output part of spend, USD (cost breakdown)."),
@@ -111,9 +143,14 @@ LAKE_SCHEMA = pa.schema(
         _field("cache_creation_cost", pa.float64(), "Cache write part of spend, USD."),
         _field("cache_hit", pa.bool_(), "Answered from LiteLLM's cache; null when unknown."),
         _field(
-            "request_tags", _TAGS, "Caller, key and team tags (User-Agent tags removed).", False
+            "request_tags",
+            _TAGS,
+            "Caller, key and team tags (User-Agent tags removed).",
+            required=True,
         ),
-        _field("user_agent_tags", _TAGS, "LiteLLM's automatic `User-Agent: ...` tags.", False),
+        _field(
+            "user_agent_tags", _TAGS, "LiteLLM's automatic `User-Agent: ...` tags.", required=True
+        ),
         _field("spend_logs_metadata", pa.string(), "Caller's spend_logs_metadata, JSON text."),
     ]
 )

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
-from cz_pipeline.lib.hours import HourWindow
+from cz_pipeline.lib.checks import SourceTotals
+from cz_pipeline.lib.hours import HourWindow, as_utc
 from cz_pipeline.lib.normalize import AliasLookup
 from cz_pipeline.lib.sources.base import Extraction, SourceError
 from cz_pipeline.lib.spend_log_schema import EXTRACT_SCHEMA, OPTIONAL_SOURCE_COLUMNS
 
 SPEND_LOGS_TABLE = "LiteLLM_SpendLogs"
+DAILY_USER_SPEND_TABLE = "LiteLLM_DailyUserSpend"
 
 # Output column -> SQL expression over "LiteLLM_SpendLogs" s and the parsed metadata m.
 _REQUIRED_COLUMNS = (
@@ -138,14 +141,30 @@ def window_query(window: HourWindow, missing: frozenset[str] = frozenset()) -> s
     )
 
 
+def totals_query(window: HourWindow) -> str:
+    """Row count and exact spend per hour; ``float8::text`` is the shortest exact decimal."""
+    return (
+        "SELECT date_trunc('hour', \"startTime\") AS hour, count(*) AS rows,"
+        " sum(spend::text::numeric)::text AS spend\n"
+        f'FROM "{SPEND_LOGS_TABLE}"\n'
+        f'WHERE "startTime" >= {_sql_timestamp(window.start)}'
+        f' AND "startTime" < {_sql_timestamp(window.end)}\n'
+        "GROUP BY 1"
+    )
+
+
 def read_only_url(database_url: str, statement_timeout_ms: int) -> str:
-    """Add libpq options so every transaction on the connection is read-only and time-bound."""
+    """Add libpq options so every transaction on the connection is read-only and time-bound.
+
+    Repeatable read gives the per-hour totals and the rows one snapshot, so reconciling them
+    tests the pipeline, not LiteLLM's writer racing it.
+    """
     parts = urlsplit(database_url)
     query = dict(parse_qsl(parts.query))
     options = query.get("options", "")
     options += (
         f" -c default_transaction_read_only=on -c statement_timeout={statement_timeout_ms}"
-        " -c application_name=cz-pipeline"
+        r" -c default_transaction_isolation=repeatable\ read -c application_name=cz-pipeline"
     )
     query["options"] = options.strip()
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
@@ -221,6 +240,36 @@ class LiteLLMPostgresSource:
             notes.append('"LiteLLM_TeamTable" not found: team aliases come from metadata only')
         return AliasLookup(key_aliases, team_aliases), notes
 
+    def hourly_totals(self, window: HourWindow) -> dict[datetime, SourceTotals]:
+        """Rows and exact spend per hour of the window, as LiteLLM holds them now."""
+        with self._connect() as connection, connection.cursor() as cursor:
+            try:
+                cursor.execute(totals_query(window))
+                rows = cursor.fetchall()
+            except Exception as error:
+                raise self._fail(f"counting {window}", error) from None
+        return {
+            as_utc(hour): SourceTotals(int(count), Decimal(spend or "0"))
+            for hour, count, spend in rows
+        }
+
+    def daily_user_spend(self, first_day: date, last_day: date) -> pa.Table:
+        """LiteLLM's ``LiteLLM_DailyUserSpend`` rows for UTC days first_day..last_day."""
+        with self._connect() as connection, connection.cursor() as cursor:
+            if not self._table_columns(cursor, DAILY_USER_SPEND_TABLE):
+                raise SourceError(f'table "{DAILY_USER_SPEND_TABLE}" not found')
+            try:
+                cursor.execute(
+                    "SELECT date, api_key, model, custom_llm_provider, spend::float8 AS spend,"
+                    " api_requests::bigint AS api_requests"
+                    f' FROM "{DAILY_USER_SPEND_TABLE}"'
+                    f" WHERE date >= '{first_day:%Y-%m-%d}' AND date <= '{last_day:%Y-%m-%d}'"
+                )
+                table: pa.Table = cursor.fetch_arrow_table()
+            except Exception as error:
+                raise self._fail(f"reading {DAILY_USER_SPEND_TABLE}", error) from None
+        return table
+
     def extract(self, window: HourWindow) -> Extraction:
         connection = self._connect()
         try:
@@ -241,6 +290,11 @@ class LiteLLMPostgresSource:
                     f'"{SPEND_LOGS_TABLE}" predates columns {", ".join(sorted(missing_optional))}:'
                     " read as nulls"
                 )
+            cursor.execute(totals_query(window))
+            source_totals = {
+                as_utc(hour): SourceTotals(int(rows), Decimal(spend or "0"))
+                for hour, rows, spend in cursor.fetchall()
+            }
             cursor.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(self._batch_size_hint_bytes)}
             )
@@ -252,7 +306,9 @@ class LiteLLMPostgresSource:
         except Exception as error:
             connection.close()
             raise self._fail(f"reading {window}", error) from None
-        return Extraction(self._batches(connection, cursor, reader, window), notes, aliases)
+        return Extraction(
+            self._batches(connection, cursor, reader, window), notes, aliases, source_totals
+        )
 
     def _batches(
         self,

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
+
+import pyarrow as pa
+
+from cz_pipeline.lib.checks import SourceTotals, decimal_sum
 from cz_pipeline.lib.hours import HourWindow
 from cz_pipeline.lib.sources.base import Extraction
 from cz_pipeline.lib.synthetic import generate_extract
@@ -17,12 +23,21 @@ class SyntheticSource:
         self.seed = seed
 
     def extract(self, window: HourWindow) -> Extraction:
-        batches = (
-            batch
-            for hour in window.hours()
-            for batch in generate_extract(
-                HourWindow.for_hour(hour), self.rows_per_hour, self.seed
-            ).to_batches()
-        )
+        totals: dict[datetime, SourceTotals] = {}
         note = f"synthetic traffic, about {self.rows_per_hour} rows per hour, seed {self.seed}"
-        return Extraction(batches, [note])
+        return Extraction(self._batches(window, totals), [note], source_totals=totals)
+
+    def hourly_totals(self, window: HourWindow) -> dict[datetime, SourceTotals]:
+        totals: dict[datetime, SourceTotals] = {}
+        for _ in self._batches(window, totals):
+            pass
+        return totals
+
+    def _batches(
+        self, window: HourWindow, totals: dict[datetime, SourceTotals]
+    ) -> Iterator[pa.RecordBatch]:
+        """Generate hour by hour, recording each hour's totals before yielding its rows."""
+        for hour in window.hours():
+            table = generate_extract(HourWindow.for_hour(hour), self.rows_per_hour, self.seed)
+            totals[hour] = SourceTotals(table.num_rows, decimal_sum(table["spend"]))
+            yield from table.to_batches()
