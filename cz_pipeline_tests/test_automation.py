@@ -1,6 +1,5 @@
 """The nightly schedule and the late-rows sensor."""
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def test_first_block_takes_consecutive_hours_only() -> None:
 
 
 @pytest.fixture
-def materialized(fresh_database: str, tmp_path: Path) -> Iterator[str]:
+def materialized(fresh_database: str, tmp_path: Path) -> str:
     write_to_postgres(fresh_database, HourWindow(HOURS[0], HOURS[-1] + HOUR), 6, seed=5)
     with dg.instance_for_test() as instance:
         result = run_job(

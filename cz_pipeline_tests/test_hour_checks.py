@@ -39,7 +39,7 @@ HOUR_CHECKS = {
 
 
 @pytest.fixture
-def litellm_day(fresh_database: str) -> Iterator[str]:
+def litellm_day(fresh_database: str) -> str:
     write_to_postgres(fresh_database, HourWindow(HOURS[0], HOURS[-1] + HOUR), 8, seed=3)
     return fresh_database
 

@@ -1,7 +1,6 @@
 """The PostgreSQL source against a real database with LiteLLM's own table definitions."""
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ def sample_rows() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def litellm_db(fresh_database: str) -> Iterator[str]:
+def litellm_db(fresh_database: str) -> str:
     with psycopg2.connect(fresh_database) as connection, connection.cursor() as cursor:
         create_litellm_tables(cursor)
     return fresh_database

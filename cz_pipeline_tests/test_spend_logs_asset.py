@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ def hour_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]
 
 
 @pytest.fixture
-def litellm_db(fresh_database: str) -> Iterator[str]:
+def litellm_db(fresh_database: str) -> str:
     rows = json.loads(SAMPLES.read_text())
     for index, row in enumerate(rows):
         # Spread the real rows over two hours that straddle a month end.
