@@ -18,11 +18,18 @@ from cz_pipeline.defs.metadata import run_window
 from cz_pipeline.defs.partitions import hourly_partitions
 from cz_pipeline.defs.resources import CheckThresholdsResource, CloudZeroResource, LakeResource
 from cz_pipeline.lib import cbf_checks
-from cz_pipeline.lib.cbf import build_line_items, line_item_lineage
+from cz_pipeline.lib.cbf import (
+    Grain,
+    build_line_items,
+    line_item_lineage,
+    line_item_schema,
+    mapping_doc,
+)
 from cz_pipeline.lib.checks import CheckOutcome, held_back
 from cz_pipeline.lib.cloudzero import CloudZeroError, render_bodies
 from cz_pipeline.lib.hours import partition_key
 from cz_pipeline.lib.lake import Lake
+from cz_pipeline.lib.settings import Settings
 from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, STATUS_FILE, quarantine_dataset
 
 LINE_ITEMS_DATASET = "cloudzero_line_items"
@@ -48,15 +55,45 @@ LINE_ITEM_CHECK_DESCRIPTIONS = {
 }
 
 
-def _column_lineage(grain_spec: str) -> dg.TableColumnLineage:
-    from cz_pipeline.lib.cbf import Grain
-
+def _column_lineage(grain: Grain) -> dg.TableColumnLineage:
     return dg.TableColumnLineage(
         deps_by_column={
             column: [dg.TableColumnDep(asset_key=SPEND_LOGS, column_name=c) for c in sources]
-            for column, sources in line_item_lineage(Grain.parse(grain_spec)).items()
+            for column, sources in line_item_lineage(grain).items()
         }
     )
+
+
+def _line_item_columns(grain: Grain) -> dg.TableSchema:
+    how = {column: f"{source}. Why: {reason}" for column, source, reason in mapping_doc(grain)}
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=f.name, type="string", description=how.get(f.name))
+            for f in line_item_schema(grain)
+        ]
+    )
+
+
+# The grain the code location was loaded with (CZ_CBF_GRAIN), for definition-level metadata.
+_LOADED_GRAIN = Grain.parse(Settings.from_env().grain)
+
+RECEIPT_COLUMNS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("hour", "string", "The UTC hour sent."),
+        dg.TableColumn("month", "string", "The billing month of the drop (the hour's UTC month)."),
+        dg.TableColumn(
+            "delivered", "bool", "CloudZero accepted every chunk (or the dry run wrote them)."
+        ),
+        dg.TableColumn("dry_run", "bool", "Bodies went to the outbox, not to CloudZero."),
+        dg.TableColumn("drop_ids", "list<string>", "CloudZero's billing drop ids."),
+        dg.TableColumn("rows", "int", "Line items sent."),
+        dg.TableColumn("bytes", "int", "Request body bytes sent."),
+        dg.TableColumn("chunks", "int", "Bodies: the first replace_hourly, the rest sum."),
+        dg.TableColumn("requests", "int", "HTTP requests, retries included."),
+        dg.TableColumn("attempts", "int", "Attempts at the whole hour."),
+        dg.TableColumn("body_sha256", "list<string>", "sha256 of each body, for audits."),
+    ]
+)
 
 
 def _read_registry(lake: Lake) -> pa.Table:
@@ -125,6 +162,11 @@ def _status(
     backfill_policy=dg.BackfillPolicy.single_run(),
     owners=["team:finops-data"],
     kinds={"python", "parquet"},
+    metadata={
+        "dagster/column_schema": _line_item_columns(_LOADED_GRAIN),
+        "dagster/column_lineage": _column_lineage(_LOADED_GRAIN),
+        "grain": _LOADED_GRAIN.to_spec(),
+    },
     check_specs=[
         dg.AssetCheckSpec(name, asset=LINE_ITEMS_DATASET, description=description)
         for name, description in LINE_ITEM_CHECK_DESCRIPTIONS.items()
@@ -151,7 +193,7 @@ def cloudzero_line_items(
     registry = _read_registry(the_lake)
     ledgers: dict[str, dict[str, int]] = {}
     outcomes_by_check: dict[str, list[CheckOutcome]] = {n: [] for n in cbf_checks.LINE_ITEM_CHECKS}
-    lineage = _column_lineage(grain.to_spec())
+    lineage = _column_lineage(grain)
     for hour in window.hours():
         upstream = held_reason(the_lake, SPEND_LOGS_DATASET, hour)
         month = f"{hour:%Y-%m}"
@@ -249,6 +291,7 @@ def _dry_run(lake: Lake, hour: datetime, items: pa.Table, max_body_bytes: int) -
     backfill_policy=dg.BackfillPolicy.single_run(),
     owners=["team:finops-data"],
     kinds={"python", "cloudzero"},
+    metadata={"dagster/column_schema": RECEIPT_COLUMNS},
     pool="cloudzero_api",
     code_version="1",
 )
