@@ -93,6 +93,10 @@ def run_days(days: int, now: datetime) -> list[DayResult]:
         )
         status = "done" if run.success else "FAILED (see `dagster dev` for the run's log)"
         print(f" {status}: {requests:,} requests, ${spend:,.2f} in {result.seconds:.1f} s")
+        for evaluation in run.get_asset_check_evaluations():
+            if not evaluation.passed:
+                level = "warning" if evaluation.severity.value == "WARN" else "failed"
+                print(f"    check {level}: {evaluation.check_name}: {evaluation.description}")
         results.append(result)
     return results
 
@@ -111,6 +115,13 @@ def print_summary(results: Sequence[DayResult]) -> None:
     )
     print()
     print(f"source: {settings.source}    lake: {settings.lake_url}")
+    if os.environ.get("CLOUDZERO_API_KEY") and os.environ.get("CLOUDZERO_CONNECTION_ID"):
+        print(f"CloudZero: sent to connection {os.environ['CLOUDZERO_CONNECTION_ID']}")
+    else:
+        print(
+            "CloudZero: dry run (CLOUDZERO_API_KEY and CLOUDZERO_CONNECTION_ID not set); the "
+            f"exact request bodies are in {settings.lake_url}/cloudzero_outbox/"
+        )
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
     print("Open the UI on these runs with:")
     print(f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml")
