@@ -27,7 +27,7 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def extract_row(request_id: str, start_time: datetime, **values: Any) -> dict[str, Any]:
-    row = {name: None for name in EXTRACT_SCHEMA.names}
+    row: dict[str, Any] = {name: None for name in EXTRACT_SCHEMA.names}
     row.update(_DEFAULTS)
     row.update(request_id=request_id, start_time=start_time, end_time=start_time, **values)
     return row

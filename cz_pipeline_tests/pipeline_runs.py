@@ -29,7 +29,7 @@ def range_tags(first: str, last: str) -> dict[str, str]:
 
 def run_job(
     instance: dg.DagsterInstance,
-    lake_dir: Path,
+    lake_dir: Path | str,
     first: str,
     last: str,
     *,
