@@ -1,19 +1,32 @@
 """The Parquet lake: one Hive-partitioned folder per dataset and UTC hour.
 
-``<root>/<dataset>/date=YYYY-MM-DD/hour=HH/<dataset>.parquet``. A file is written under a
-dot-prefixed temporary name (which Hive readers such as DuckDB, Spark and pyarrow skip) and renamed
-into place only when complete, so a failed run leaves the previous good file untouched.
+``<root>/<dataset>/date=YYYY-MM-DD/hour=HH/<dataset>.parquet``, rooted at a local folder or an
+fsspec URL (``s3://bucket/prefix``). Whatever the store, the file at a final path is either the
+previous complete file or the new complete file, never a partial one, so a failed run leaves the
+previous good file untouched. How that is achieved depends on the store:
+
+- On a filesystem (local disk), a file is written under a dot-prefixed temporary name next to
+  its final one (Hive readers such as DuckDB, Spark and pyarrow skip such names) and renamed into
+  place only when complete; a rename within one filesystem is atomic.
+- On an object store (S3 and S3-compatible stores, GCS, Azure Blob), a "rename" is a copy plus a
+  delete, but writing one object is atomic: readers see the old object until the upload has
+  completed, whether it is a single PUT or a multipart upload. So a file is staged on local disk
+  (``TMPDIR``; memory stays bounded) and uploaded to its final key in one go only when complete.
+  A failure before that uploads nothing: no partial object, no temporary object.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
+import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 import pyarrow as pa
@@ -50,13 +63,89 @@ class HourFileWriter:
             self.rows += batch.num_rows
 
 
+@dataclass
+class _Staged:
+    """A file being written: bytes go to ``stream``; on success it lands at ``destination``."""
+
+    stream: IO[bytes]
+    destination: str
+
+
+class _Placement(ABC):
+    """How a complete file reaches its final path on one kind of store."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem) -> None:
+        self.fs = fs
+
+    @abstractmethod
+    def staged(self, final: str) -> AbstractContextManager[_Staged]:
+        """Collect a file's bytes; on a clean exit put them at ``destination`` in one step,
+        on an exception leave the store as it was."""
+
+
+class _RenameIntoPlace(_Placement):
+    """Filesystems: a dot-prefixed temporary file beside the final one, renamed over it."""
+
+    @contextmanager
+    def staged(self, final: str) -> Iterator[_Staged]:
+        folder, name = posixpath.split(final)
+        temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        self.fs.makedirs(folder, exist_ok=True)
+        try:
+            with self.fs.open(temporary, "wb") as stream:
+                staged = _Staged(stream, final)
+                yield staged
+            self.fs.makedirs(posixpath.dirname(staged.destination), exist_ok=True)
+            self.fs.mv(temporary, staged.destination)
+        except BaseException:
+            if self.fs.exists(temporary):
+                self.fs.rm(temporary)
+            raise
+
+
+class _UploadWhole(_Placement):
+    """Object stores: staged on local disk, then written to the final key as one object.
+
+    ``put_file`` sends one PUT, or for a large file a multipart upload that the store only
+    makes visible once it is completed (s3fs aborts it on failure). Object stores have no
+    folders, so none are made.
+    """
+
+    @contextmanager
+    def staged(self, final: str) -> Iterator[_Staged]:
+        suffix = posixpath.splitext(final)[1]
+        with tempfile.NamedTemporaryFile(prefix=".cz-lake-", suffix=suffix) as local:
+            staged = _Staged(local, final)
+            yield staged
+            local.flush()
+            self.fs.put_file(local.name, staged.destination)
+
+
+# fsspec protocols whose writes of one object are atomic and whose rename is copy plus delete.
+_OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az"})
+
+
+def _is_object_store(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    return bool(protocols & _OBJECT_STORE_PROTOCOLS)
+
+
 class Lake:
-    """A lake rooted at a local folder or an fsspec URL (``s3://bucket/prefix``)."""
+    """A lake rooted at a local folder or an fsspec URL (``s3://bucket/prefix``).
+
+    ``storage_options`` go to the fsspec filesystem (for S3, s3fs's ``endpoint_url``, ``key``,
+    ``client_kwargs`` and so on); without them s3fs takes the standard AWS configuration
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, instance or pod roles), and
+    fsspec also reads ``FSSPEC_S3_<OPTION>`` variables.
+    """
 
     def __init__(self, url: str, **storage_options: Any) -> None:
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
         self.root = self.root.rstrip("/")
+        self._placement: _Placement = (
+            _UploadWhole(self.fs) if _is_object_store(self.fs) else _RenameIntoPlace(self.fs)
+        )
 
     def hour_folder(self, dataset: str, hour: datetime) -> str:
         return f"{self.root}/{dataset}/{hive_path(hour)}"
@@ -68,7 +157,7 @@ class Lake:
         """The path as a user would type it (with the URL scheme for object stores)."""
         if isinstance(self.fs, LocalFileSystem):
             return path
-        return self.fs.unstrip_protocol(path)
+        return str(self.fs.unstrip_protocol(path))
 
     @contextmanager
     def hour_writer(
@@ -79,24 +168,14 @@ class Lake:
         An hour with no rows still gets a file with the schema, so "materialized" always means
         "the file exists".
         """
-        folder = self.hour_folder(dataset, hour)
-        temporary = f"{folder}/.{dataset}.{uuid.uuid4().hex}.tmp"
-        self.fs.makedirs(folder, exist_ok=True)
-        try:
-            with (
-                self.fs.open(temporary, "wb") as stream,
-                pq.ParquetWriter(stream, schema, **PARQUET_OPTIONS) as parquet_writer,
-            ):
-                writer = HourFileWriter(parquet_writer, dataset)
-                yield writer
+        with (
+            self._placement.staged(self.hour_file(dataset, hour)) as staged,
+            pq.ParquetWriter(staged.stream, schema, **PARQUET_OPTIONS) as parquet_writer,
+        ):
+            writer = HourFileWriter(parquet_writer, dataset)
+            yield writer
             # The file keeps the dataset's name wherever it is filed.
-            final = f"{self.hour_folder(writer.destination, hour)}/{dataset}.parquet"
-            self.fs.makedirs(self.hour_folder(writer.destination, hour), exist_ok=True)
-            self.fs.mv(temporary, final)
-        except BaseException:
-            if self.fs.exists(temporary):
-                self.fs.rm(temporary)
-            raise
+            staged.destination = f"{self.hour_folder(writer.destination, hour)}/{dataset}.parquet"
 
     def write_hour(self, dataset: str, hour: datetime, table: pa.Table) -> WrittenFile:
         with self.hour_writer(dataset, hour, table.schema) as writer:
@@ -106,14 +185,28 @@ class Lake:
 
     def write_bytes(self, dataset: str, hour: datetime, name: str, content: bytes) -> str:
         """Write a small non-Parquet file (a receipt, a request body) atomically."""
-        folder = self.hour_folder(dataset, hour)
-        self.fs.makedirs(folder, exist_ok=True)
-        final = f"{folder}/{name}"
-        temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-        with self.fs.open(temporary, "wb") as stream:
-            stream.write(content)
-        self.fs.mv(temporary, final)
+        final = f"{self.hour_folder(dataset, hour)}/{name}"
+        with self._placement.staged(final) as staged:
+            staged.stream.write(content)
         return final
+
+    def dataset_file(self, dataset: str, name: str) -> str:
+        """A file that belongs to a whole dataset rather than an hour (a registry, a ledger)."""
+        return f"{self.root}/{dataset}/{name}"
+
+    def write_dataset_bytes(self, dataset: str, name: str, content: bytes) -> str:
+        final = self.dataset_file(dataset, name)
+        with self._placement.staged(final) as staged:
+            staged.stream.write(content)
+        return final
+
+    def read_dataset_bytes(self, dataset: str, name: str) -> bytes | None:
+        path = self.dataset_file(dataset, name)
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as stream:
+            content: bytes = stream.read()
+        return content
 
     def read_json(self, dataset: str, hour: datetime, name: str) -> Any:
         path = f"{self.hour_folder(dataset, hour)}/{name}"

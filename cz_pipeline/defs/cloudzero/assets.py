@@ -97,37 +97,27 @@ RECEIPT_COLUMNS = dg.TableSchema(
 
 
 def _read_registry(lake: Lake) -> pa.Table:
-    path = f"{lake.root}/{LINE_ITEMS_DATASET}/{TAG_REGISTRY}"
-    if not lake.fs.exists(path):
+    content = lake.read_dataset_bytes(LINE_ITEMS_DATASET, TAG_REGISTRY)
+    if content is None:
         return pa.table({"resource/id": pa.array([], pa.string())})
-    with lake.fs.open(path, "rb") as stream:
-        return pq.read_table(stream)
+    return pq.read_table(pa.BufferReader(content))
 
 
 def _write_registry(lake: Lake, registry: pa.Table) -> None:
-    folder = f"{lake.root}/{LINE_ITEMS_DATASET}"
-    lake.fs.makedirs(folder, exist_ok=True)
-    temporary = f"{folder}/.{TAG_REGISTRY}.tmp"
-    with lake.fs.open(temporary, "wb") as stream:
-        pq.write_table(registry, stream, compression="zstd")
-    lake.fs.mv(temporary, f"{folder}/{TAG_REGISTRY}")
+    sink = pa.BufferOutputStream()
+    pq.write_table(registry, sink, compression="zstd")
+    lake.write_dataset_bytes(LINE_ITEMS_DATASET, TAG_REGISTRY, sink.getvalue().to_pybytes())
 
 
 def _month_rows(lake: Lake, month: str) -> dict[str, int]:
-    path = f"{lake.root}/{LINE_ITEMS_DATASET}/{month}{MONTH_LEDGER}"
-    if not lake.fs.exists(path):
-        return {}
-    with lake.fs.open(path, "rb") as stream:
-        ledger: dict[str, int] = json.load(stream)
+    content = lake.read_dataset_bytes(LINE_ITEMS_DATASET, f"{month}{MONTH_LEDGER}")
+    ledger: dict[str, int] = json.loads(content) if content else {}
     return ledger
 
 
 def _write_month_rows(lake: Lake, month: str, ledger: dict[str, int]) -> None:
-    folder = f"{lake.root}/{LINE_ITEMS_DATASET}"
-    lake.fs.makedirs(folder, exist_ok=True)
-    with lake.fs.open(f"{folder}/.{month}{MONTH_LEDGER}.tmp", "wb") as stream:
-        stream.write(json.dumps(ledger, sort_keys=True).encode())
-    lake.fs.mv(f"{folder}/.{month}{MONTH_LEDGER}.tmp", f"{folder}/{month}{MONTH_LEDGER}")
+    content = json.dumps(ledger, sort_keys=True).encode()
+    lake.write_dataset_bytes(LINE_ITEMS_DATASET, f"{month}{MONTH_LEDGER}", content)
 
 
 def _status(
