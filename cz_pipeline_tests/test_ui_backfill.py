@@ -1,0 +1,440 @@
+"""A range of hours launched from Dagster's UI runs as one run, on the production instance config.
+
+These tests start Dagster the way production does: the repository's ``dagster.yaml`` (copied
+byte for byte into a temporary ``DAGSTER_HOME``) against a fresh PostgreSQL database, the
+repository's ``workspace.yaml``, and real ``dagster-webserver`` and ``dagster-daemon`` processes
+on loopback. The backfill is launched with the same GraphQL mutation and parameters that the
+UI's "Materialize selected" partition dialog sends from the asset graph, so what passes here is
+what a user clicking in the UI gets: one run for the whole range (``BackfillPolicy.single_run()``)
+that uploads every hour exactly once.
+
+The daemon looks at backfills every 30 s (a constant in Dagster, not a setting) and marks one
+complete only on the iteration after its run ends, so the UI test takes about a minute: about
+15 s to start the webserver on a fresh database, 40 s for the backfill, 4 s to stop. The CLI
+test takes about 18 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import psycopg2
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKSPACE = REPO / "workspace.yaml"
+ASSETS = ["litellm_spend_logs", "cloudzero_line_items", "cloudzero_billing_drops"]
+# Six hours well in the past and outside the late-rows sensor's look-back, so that no schedule
+# or sensor tick of the running daemon touches them.
+DAY = "2025-06-01"
+HOURS = [f"{DAY}-{hour:02d}:00" for hour in range(6)]
+ROWS_PER_HOUR = "20"
+STARTUP_TIMEOUT_S = 90
+BACKFILL_TIMEOUT_S = 150
+# asset-graph/Utils.tsx isHiddenAssetGroupJob: Dagster's implicit asset jobs.
+HIDDEN_JOB_PREFIXES = ("__ASSET_JOB", "__anonymous_asset_job")
+# Environment that must not leak from the developer's shell into the Dagster processes.
+FOREIGN_PREFIXES = ("DAGSTER_", "CZ_", "CLOUDZERO_", "LITELLM_")
+
+# The UI's mutation (ui-core/src/instance/backfill/BackfillUtils.tsx), with __typename added.
+LAUNCH_PARTITION_BACKFILL = """
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PartitionSetNotFoundError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { stepKey invalidOutputName }
+    ... on UnauthorizedError { message }
+    ... on PipelineNotFoundError { message }
+    ... on RunConflict { message }
+    ... on ConflictingExecutionParamsError { message }
+    ... on PresetNotFoundError { message }
+    ... on RunConfigValidationInvalid { pipelineName errors { message path reason } }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+WORKSPACE_STATUS = """
+query WorkspaceStatus {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError {
+          __typename
+          ... on PythonError { message stack }
+        }
+      }
+    }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+ASSET_JOBS = """
+query AssetJobs($assetKeys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $assetKeys) {
+    assetKey { path }
+    jobNames
+    backfillPolicy { policyType }
+    repository { name location { name } }
+  }
+}
+"""
+
+BACKFILL_STATUS = """
+query BackfillStatus($backfillId: String!) {
+  partitionBackfillOrError(backfillId: $backfillId) {
+    __typename
+    ... on PartitionBackfill {
+      id
+      status
+      isAssetBackfill
+      numPartitions
+      error { message stack }
+    }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+BACKFILL_RUNS = """
+query BackfillRuns($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs {
+      results {
+        runId
+        status
+        jobName
+        tags { key value }
+        assetSelection { path }
+      }
+    }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+MATERIALIZATIONS = """
+query Materializations($assetKey: AssetKeyInput!, $partitions: [String!]) {
+  assetOrError(assetKey: $assetKey) {
+    __typename
+    ... on Asset {
+      assetMaterializations(partitions: $partitions) { partition runId }
+    }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class DagsterHome:
+    """A temporary ``DAGSTER_HOME`` holding the repository's dagster.yaml, on its own database."""
+
+    path: Path
+    database_url: str
+    lake: Path
+    env: dict[str, str]
+
+
+@pytest.fixture
+def dagster_home(fresh_database: str, tmp_path: Path) -> DagsterHome:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")  # exactly production's file
+    lake = tmp_path / "lake"
+    url = urlsplit(fresh_database)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
+    env.update(
+        DAGSTER_HOME=str(home),
+        DAGSTER_PG_HOST=url.hostname or "127.0.0.1",
+        DAGSTER_PG_PORT=str(url.port or 5432),
+        DAGSTER_PG_USER=unquote(url.username or "postgres"),
+        # Empty with the trust authentication of CI and this machine; Dagster accepts "".
+        DAGSTER_PG_PASSWORD=unquote(url.password or ""),
+        DAGSTER_PG_DB=url.path.lstrip("/"),
+        CZ_SOURCE="synthetic",
+        CZ_SYNTHETIC_ROWS_PER_HOUR=ROWS_PER_HOUR,
+        CZ_LAKE_URL=str(lake),
+        PYTHONUNBUFFERED="1",
+    )
+    return DagsterHome(home, fresh_database, lake, env)
+
+
+class Service:
+    """A Dagster process in its own process group, logging to a file."""
+
+    def __init__(self, name: str, args: list[str], env: Mapping[str, str], logs: Path) -> None:
+        self.name = name
+        self.log = logs / f"{name}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                args,
+                cwd=REPO,  # workspace.yaml says working_directory: .
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace").splitlines()
+        return f"--- last lines of {self.name} ---\n" + "\n".join(text[-lines:])
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)  # start_new_session: group id = leader's pid
+
+
+def stop(services: list[Service], grace_s: float = 15.0) -> None:
+    """SIGTERM every group at once, then SIGKILL whatever is left (code servers, run workers)."""
+    for service in services:
+        service.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for service in services:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    for service in services:
+        service.signal_group(signal.SIGKILL)
+        service.process.wait(timeout=10)
+
+
+@dataclass
+class Dagster:
+    """A running dagster-webserver (and, once started, dagster-daemon) on one DAGSTER_HOME."""
+
+    url: str
+    home: DagsterHome
+    logs_dir: Path
+    services: list[Service]
+
+    def start_daemon(self) -> None:
+        """Start dagster-daemon; its first backfill iteration runs as soon as it is up."""
+        command = [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)]
+        self.services.append(Service("daemon", command, self.home.env, self.logs_dir))
+
+    def logs(self) -> str:
+        return "\n".join(service.tail() for service in self.services)
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        assert not body.get("errors"), f"{body['errors']}\n{self.logs()}"
+        data: dict[str, Any] = body["data"]
+        return data
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_loaded(dagster: Dagster) -> None:
+    """Wait for /server_info, then for the code location to be loaded."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        for service in dagster.services:
+            assert service.process.poll() is None, f"{service.name} exited\n{dagster.logs()}"
+        try:
+            if httpx.get(f"{dagster.url}/server_info", timeout=5).status_code == 200:
+                workspace = dagster.graphql(WORKSPACE_STATUS)["workspaceOrError"]
+                entries = workspace.get("locationEntries", [])
+                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                    for entry in entries:
+                        location = entry["locationOrLoadError"]
+                        assert location["__typename"] == "RepositoryLocation", location
+                    return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"webserver not ready\n{dagster.logs()}"
+        time.sleep(0.25)
+
+
+@pytest.fixture
+def dagster(dagster_home: DagsterHome, tmp_path: Path) -> Iterator[Dagster]:
+    """dagster-webserver on the repo's workspace.yaml and dagster.yaml; tests start the daemon."""
+    port = free_port()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    command = [
+        str(BIN / "dagster-webserver"),
+        *("-h", "127.0.0.1", "-p", str(port), "-w", str(WORKSPACE)),
+    ]
+    services = [Service("webserver", command, dagster_home.env, logs)]
+    try:
+        running = Dagster(f"http://127.0.0.1:{port}", dagster_home, logs, services)
+        wait_until_loaded(running)
+        yield running
+    finally:
+        stop(services)
+
+
+def ui_backfill_params(dagster: Dagster) -> dict[str, Any]:
+    """What the asset graph's partition dialog sends for three selected assets and six hours.
+
+    As in ``LaunchAssetExecutionButton.tsx`` and ``LaunchAssetChoosePartitionsDialog.tsx`` of
+    the UI bundle that dagster-webserver 1.13.27 serves: the dialog targets the first job all
+    selected assets share (on the global asset graph, Dagster's hidden ``__ASSET_JOB``) and
+    sends the asset keys and the selected partition names; only for a user job (the asset graph
+    of a job's page) does it add a partition-set selector. Its tags carry ``dagster/from_ui``.
+    """
+    keys = [{"path": [name]} for name in ASSETS]
+    nodes = dagster.graphql(ASSET_JOBS, {"assetKeys": keys})["assetNodes"]
+    assert sorted(n["assetKey"]["path"][0] for n in nodes) == sorted(ASSETS)
+    for node in nodes:
+        assert node["backfillPolicy"]["policyType"] == "SINGLE_RUN", node
+    by_key = {n["assetKey"]["path"][0]: n for n in nodes}
+    first = by_key[ASSETS[0]]
+    common = [j for j in first["jobNames"] if all(j in n["jobNames"] for n in nodes)]
+    assert common, nodes
+    params: dict[str, Any] = {
+        "tags": [{"key": "dagster/from_ui", "value": "true"}],
+        "assetSelection": keys,
+        "partitionNames": HOURS,
+        "fromFailure": False,
+    }
+    if not common[0].startswith(HIDDEN_JOB_PREFIXES):
+        params["selector"] = {
+            "partitionSetName": f"{common[0]}_partition_set",
+            "repositorySelector": {
+                "repositoryLocationName": first["repository"]["location"]["name"],
+                "repositoryName": first["repository"]["name"],
+            },
+        }
+    return params
+
+
+def wait_for_backfill(dagster: Dagster, backfill_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + BACKFILL_TIMEOUT_S
+    while True:
+        for service in dagster.services:
+            assert service.process.poll() is None, f"{service.name} exited\n{dagster.logs()}"
+        data = dagster.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})
+        backfill: dict[str, Any] = data["partitionBackfillOrError"]
+        assert backfill["__typename"] == "PartitionBackfill", backfill
+        if backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
+            return backfill
+        assert time.monotonic() < deadline, f"backfill still {backfill}\n{dagster.logs()}"
+        time.sleep(1)
+
+
+def hour_folder(hour: str) -> str:
+    return f"date={hour[:10]}/hour={hour[11:13]}"
+
+
+def test_ui_backfill_of_a_range_is_one_run_that_uploads_each_hour_once(dagster: Dagster) -> None:
+    params = ui_backfill_params(dagster)
+    launched = dagster.graphql(LAUNCH_PARTITION_BACKFILL, {"backfillParams": params})
+    launched = launched["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+    # Started after the launch so that its first iteration, at startup, submits the run: the
+    # next one, 30 s later, marks the backfill complete. Started before, it could have just
+    # ticked, and the test would wait a further 30 s.
+    dagster.start_daemon()
+
+    backfill = wait_for_backfill(dagster, backfill_id)
+    assert backfill["status"] in ("COMPLETED_SUCCESS", "COMPLETED"), (backfill, dagster.logs())
+
+    runs = dagster.graphql(
+        BACKFILL_RUNS, {"filter": {"tags": [{"key": "dagster/backfill", "value": backfill_id}]}}
+    )["runsOrError"]["results"]
+    assert len(runs) == 1, runs  # single_run(): the whole range in one run
+    run = runs[0]
+    assert run["status"] == "SUCCESS", (run, dagster.logs())
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags["dagster/asset_partition_range_start"] == HOURS[0]
+    assert tags["dagster/asset_partition_range_end"] == HOURS[-1]
+    assert tags["dagster/from_ui"] == "true"
+    assert sorted(a["path"][0] for a in run["assetSelection"]) == sorted(ASSETS)
+
+    # Every hour of every asset materialized exactly once, by that run.
+    for asset in ASSETS:
+        events = dagster.graphql(
+            MATERIALIZATIONS, {"assetKey": {"path": [asset]}, "partitions": HOURS}
+        )["assetOrError"]["assetMaterializations"]
+        assert sorted(e["partition"] for e in events) == HOURS, (asset, events)
+        assert {e["runId"] for e in events} == {run["runId"]}
+
+    # The lake: one dry-run receipt and one request body per hour, and nothing else.
+    uploads = dagster.home.lake / "cloudzero_uploads"
+    receipts = sorted(uploads.glob("date=*/hour=*/receipt.json"))
+    assert [p.parent.relative_to(uploads).as_posix() for p in receipts] == [
+        hour_folder(h) for h in HOURS
+    ]
+    for path in receipts:
+        receipt = json.loads(path.read_text())
+        assert receipt["delivered"] is True, receipt
+        assert receipt["dry_run"] is True, receipt
+        assert receipt["chunks"] == 1, receipt
+    outbox = dagster.home.lake / "cloudzero_outbox"
+    bodies = sorted(outbox.glob("date=*/hour=*/body-*.json"))
+    assert [p.relative_to(outbox).as_posix() for p in bodies] == [
+        f"{hour_folder(h)}/body-001.json" for h in HOURS
+    ]
+
+
+def test_cli_range_run_is_stored_in_the_postgres_instance(dagster_home: DagsterHome) -> None:
+    """``dagster asset materialize --partition-range`` with exactly the repo's dagster.yaml."""
+    result = subprocess.run(
+        [
+            str(BIN / "dagster"),
+            *("asset", "materialize", "-m", "cz_pipeline.definitions", "--select", "*"),
+            *("--partition-range", f"{HOURS[0]}...{HOURS[-1]}"),
+        ],
+        cwd=REPO,
+        env=dagster_home.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    with psycopg2.connect(dagster_home.database_url) as connection, connection.cursor() as cur:
+        cur.execute("SELECT run_id, status FROM runs")
+        runs = cur.fetchall()
+        assert len(runs) == 1, runs
+        run_id, status = runs[0]
+        assert status == "SUCCESS"
+        cur.execute("SELECT key, value FROM run_tags WHERE run_id = %s", (run_id,))
+        tags = dict(cur.fetchall())
+        cur.execute(
+            "SELECT count(*) FROM event_logs WHERE run_id = %s "
+            "AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+            (run_id,),
+        )
+        (materializations,) = cur.fetchone() or (0,)
+    connection.close()
+    assert tags["dagster/asset_partition_range_start"] == HOURS[0]
+    assert tags["dagster/asset_partition_range_end"] == HOURS[-1]
+    assert materializations == len(ASSETS) * len(HOURS)
+    receipts = sorted((dagster_home.lake / "cloudzero_uploads").glob("date=*/hour=*/receipt.json"))
+    assert len(receipts) == len(HOURS)
