@@ -74,6 +74,7 @@ class CloudZeroResource(dg.ConfigurableResource):
     connection_id: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     grain: str = DEFAULT_GRAIN.to_spec()
+    backoff_base: float = 1.0
 
     @property
     def dry_run(self) -> bool:
@@ -83,7 +84,11 @@ class CloudZeroResource(dg.ConfigurableResource):
         if not (self.api_key and self.connection_id):
             raise dg.Failure("CLOUDZERO_API_KEY and CLOUDZERO_CONNECTION_ID are not both set")
         return CloudZeroClient(
-            self.api_url, self.api_key, self.connection_id, max_body_bytes=self.max_body_bytes
+            self.api_url,
+            self.api_key,
+            self.connection_id,
+            max_body_bytes=self.max_body_bytes,
+            backoff_base=self.backoff_base,
         )
 
     def line_item_grain(self) -> Grain:
