@@ -35,3 +35,10 @@ def run_window(context: dg.AssetExecutionContext) -> HourWindow:
                 f"CZ_PARTITIONS_START to the last complete UTC hour"
             )
     return HourWindow.from_partition_keys(key_range.start, key_range.end)
+
+
+def check_partition_keys(context: dg.AssetCheckExecutionContext) -> list[str]:
+    """The hours a check run judges: the run's range, or its single hour."""
+    if context.has_partition_key_range or context.has_partition_key:
+        return list(context.partition_keys)
+    return []

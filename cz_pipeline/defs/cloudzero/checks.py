@@ -13,6 +13,7 @@ from cz_pipeline.defs.cloudzero.assets import (
     RECEIPT_FILE,
     UPLOADS_DATASET,
 )
+from cz_pipeline.defs.metadata import check_partition_keys
 from cz_pipeline.defs.resources import CheckThresholdsResource, CloudZeroResource, LakeResource
 from cz_pipeline.lib.checks import CheckOutcome
 from cz_pipeline.lib.cloudzero import CloudZeroReadScopeError
@@ -25,8 +26,7 @@ CLOUDZERO_MATCHES_LAKE = "cloudzero_matches_lake"
 
 
 def _run_hours(context: dg.AssetCheckExecutionContext) -> list[datetime]:
-    keys = context.partition_keys if context.has_partition_key_range else []
-    return [parse_partition_key(key) for key in keys]
+    return [parse_partition_key(key) for key in check_partition_keys(context)]
 
 
 def _first_failure(lake: Lake, hour: datetime) -> tuple[str, str, list[str]] | None:

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from cz_pipeline.defs.check_results import check_result
 from cz_pipeline.defs.litellm.assets import SPEND_LOGS
+from cz_pipeline.defs.metadata import check_partition_keys
 from cz_pipeline.defs.resources import (
     CheckThresholdsResource,
     LakeResource,
@@ -78,8 +79,7 @@ def late_rows(
 
 def complete_days(context: dg.AssetCheckExecutionContext) -> list[date]:
     """UTC days whose 24 hours all lie in this run's range."""
-    keys = context.partition_keys if context.has_partition_key_range else []
-    hours = sorted(parse_partition_key(key) for key in keys)
+    hours = sorted(parse_partition_key(key) for key in check_partition_keys(context))
     days = sorted({hour.date() for hour in hours})
     return [day for day in days if sum(1 for hour in hours if hour.date() == day) == 24]
 
