@@ -190,6 +190,13 @@ class Lake:
             staged.stream.write(content)
         return final
 
+    def remove_hour_files(self, dataset: str, hour: datetime, keep: set[str], pattern: str) -> None:
+        """Delete the hour's files matching ``pattern`` whose names are not in ``keep``."""
+        folder = self.hour_folder(dataset, hour)
+        for path in self.fs.glob(f"{folder}/{pattern}"):
+            if posixpath.basename(path) not in keep:
+                self.fs.rm(path)
+
     def dataset_file(self, dataset: str, name: str) -> str:
         """A file that belongs to a whole dataset rather than an hour (a registry, a ledger)."""
         return f"{self.root}/{dataset}/{name}"

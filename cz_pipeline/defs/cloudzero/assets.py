@@ -257,8 +257,11 @@ def cloudzero_line_items(
 
 def _dry_run(lake: Lake, hour: datetime, items: pa.Table, max_body_bytes: int) -> dict[str, Any]:
     bodies = render_bodies(hour, items, max_body_bytes)
-    for number, body in enumerate(bodies, start=1):
-        lake.write_bytes(OUTBOX_DATASET, hour, f"body-{number:03d}.json", body)
+    names = [f"body-{number:03d}.json" for number in range(1, len(bodies) + 1)]
+    for name, body in zip(names, bodies, strict=True):
+        lake.write_bytes(OUTBOX_DATASET, hour, name, body)
+    # A longer earlier render of this hour must not leave bodies that would not be sent.
+    lake.remove_hour_files(OUTBOX_DATASET, hour, keep=set(names), pattern="body-*.json")
     return {
         "hour": hour.isoformat(),
         "month": f"{hour:%Y-%m}",
