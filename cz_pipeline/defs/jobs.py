@@ -2,12 +2,9 @@
 
 import dagster as dg
 
-from cz_pipeline.defs.partitions import hourly_partitions
-
 litellm_to_cloudzero = dg.define_asset_job(
     name="litellm_to_cloudzero",
     selection=dg.AssetSelection.groups("litellm", "cloudzero"),
-    partitions_def=hourly_partitions,
     executor_def=dg.in_process_executor,
     description="Every hourly asset, LiteLLM spend logs to CloudZero, for a range of hours.",
 )
