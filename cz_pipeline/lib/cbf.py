@@ -35,7 +35,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import numpy as np
 import pyarrow as pa
@@ -368,6 +368,12 @@ def line_item_cost_by_hour(items: pa.Table) -> dict[str, Decimal]:
     return {
         h: Decimal(c) for h, c in zip(agg["h"].to_pylist(), agg["c_sum"].to_pylist(), strict=True)
     }
+
+
+def line_item_cost(items: pa.Table) -> Decimal:
+    """Exact total ``cost/cost`` of a line-item table (0 when it is empty)."""
+    with localcontext(prec=200):
+        return sum(line_item_cost_by_hour(items).values(), Decimal(0))
 
 
 def plain_decimal_strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:

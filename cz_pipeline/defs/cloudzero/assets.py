@@ -21,6 +21,7 @@ from cz_pipeline.lib import cbf_checks
 from cz_pipeline.lib.cbf import (
     Grain,
     build_line_items,
+    line_item_cost,
     line_item_lineage,
     line_item_schema,
     mapping_doc,
@@ -222,7 +223,7 @@ def cloudzero_line_items(
         the_lake.write_json(
             LINE_ITEMS_DATASET, hour, STATUS_FILE, _status(hour, outcomes, items.num_rows, None)
         )
-        cost = sum((Decimal(c) for c in items["cost/cost"].to_pylist()), Decimal(0))
+        cost = line_item_cost(items)
         context.add_asset_metadata(
             {
                 "dagster/row_count": items.num_rows,

@@ -15,6 +15,7 @@ from cz_pipeline.defs.cloudzero.assets import (
 )
 from cz_pipeline.defs.metadata import check_partition_keys
 from cz_pipeline.defs.resources import CheckThresholdsResource, CloudZeroResource, LakeResource
+from cz_pipeline.lib.cbf import line_item_cost
 from cz_pipeline.lib.checks import CheckOutcome
 from cz_pipeline.lib.cloudzero import CloudZeroReadScopeError
 from cz_pipeline.lib.hours import parse_partition_key
@@ -116,8 +117,10 @@ def cloudzero_matches_lake(
         except CloudZeroReadScopeError as error:
             return skipped(f"the API key cannot read billing drops back ({error.message})")
     for hour in hours:
-        items = the_lake.read_hour(LINE_ITEMS_DATASET, hour, columns=["cost/cost"])
-        lake_cost = sum((Decimal(c) for c in items["cost/cost"].to_pylist()), Decimal(0))
+        items = the_lake.read_hour(
+            LINE_ITEMS_DATASET, hour, columns=["time/usage_start", "cost/cost"]
+        )
+        lake_cost = line_item_cost(items)
         cloud_cost = months[f"{hour:%Y-%m}"].hour_costs.get(hour, Decimal(0))
         matches = abs(cloud_cost - lake_cost) <= tolerance
         outcomes.append(
