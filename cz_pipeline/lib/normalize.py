@@ -91,7 +91,10 @@ def _split_tags(tags_json: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Arr
     Requests repeat a handful of tag lists, so each distinct JSON text is parsed once and the
     results are taken back out by dictionary index.
     """
-    encoded = pc.dictionary_encode(pa.chunked_array([tags_json]).combine_chunks())
+    if isinstance(tags_json, pa.ChunkedArray):
+        # Not pa.chunked_array([column]): that converts a ChunkedArray value by value in Python.
+        tags_json = tags_json.combine_chunks()
+    encoded = pc.dictionary_encode(tags_json)
     user_tags: list[list[str]] = []
     agent_tags: list[list[str]] = []
     for text in encoded.dictionary.to_pylist():
