@@ -1,0 +1,217 @@
+"""``python -m bench run``: load a synthetic LiteLLM hour, time extraction against its floor.
+
+See bench/README.md ("Extraction (issue 2)") for what is measured and the latest numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.database import DEFAULT_DATABASE_URL, ensure_database, load_hour
+from bench.extract import (
+    DEFAULT_PROTOTYPES,
+    PROTOTYPES,
+    SCALING_PROTOTYPES,
+    ExtractResult,
+    measure_extract,
+    temporary_lake,
+)
+from bench.machine import describe
+from bench.report import render
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _sizes(text: str) -> list[int]:
+    sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    if not sizes or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError("give positive row counts, e.g. 10000,100000")
+    return sizes
+
+
+def _prototypes(text: str) -> list[str]:
+    if text in ("", "none"):
+        return []
+    names = list(PROTOTYPES) if text == "all" else [n.strip() for n in text.split(",")]
+    unknown = sorted(set(names) - set(PROTOTYPES))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown prototypes {unknown}; choose from {', '.join(PROTOTYPES)}, all or none"
+        )
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = main.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="load (once) and measure")
+    run.add_argument("--rows-per-hour", type=int, default=200_000)
+    run.add_argument("--repeat", type=int, default=3)
+    run.add_argument("--padding-bytes", type=int, default=7000, help="metadata padding per row")
+    run.add_argument(
+        "--database",
+        default=None,
+        help=f"benchmark database URL (default: create/reuse {DEFAULT_DATABASE_URL})",
+    )
+    run.add_argument("--only", choices=("extract", "cbf", "all"), default="all")
+    run.add_argument("--scaling", type=_sizes, help="also measure extraction at these sizes")
+    run.add_argument(
+        "--prototypes",
+        type=_prototypes,
+        default=list(DEFAULT_PROTOTYPES),
+        help=f"comma list of {', '.join(PROTOTYPES)}, 'all' or 'none' "
+        f"(default: {','.join(DEFAULT_PROTOTYPES)})",
+    )
+    run.add_argument("--profile", action="store_true", help="cProfile one extra repetition")
+    run.add_argument(
+        "--peers",
+        action="store_true",
+        help="with cbf: also run bench/peers.py (LiteLLM's and ll2cz's CBF transformers)",
+    )
+    run.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="also run whole jobs (bench/pipeline.py): a daily run and a 30-day backfill",
+    )
+    run.add_argument("--daily-rows-per-hour", type=int, default=5000)
+    run.add_argument("--backfill-rows-per-hour", type=int, default=200)
+    run.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC>.json)")
+    report = commands.add_parser("report", help="print the Markdown of a saved results JSON")
+    report.add_argument("results", type=Path)
+    return main
+
+
+def markdown_of(
+    results: dict[str, Any],
+    extract: ExtractResult | None,
+    scaling: list[ExtractResult],
+    profile: dict[str, Any] | None,
+) -> str:
+    markdown = render(results, extract, scaling, profile)
+    if "peers" in results:
+        from bench import peers
+
+        markdown += "\n#### CBF: ours vs the peers (bench/peers.py)\n\n"
+        markdown += peers.render_markdown(results["peers"])
+    if "pipeline" in results:
+        from bench import pipeline
+
+        markdown += "\n#### Whole runs: a day and a 30-day backfill (bench/pipeline.py)\n\n"
+        markdown += pipeline.table(results["pipeline"]) + "\n"
+    return markdown
+
+
+def report(path: Path) -> int:
+    results = json.loads(path.read_text())
+    extract = ExtractResult.from_json(results["extract"]) if "extract" in results else None
+    scaling = [ExtractResult.from_json(item) for item in results.get("scaling", [])]
+    print(markdown_of(results, extract, scaling, results.get("profile")))
+    return 0
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "report":
+        return report(args.results)
+    if shutil.which("psql") is None:
+        log("psql is not on PATH: the floor is measured with psql")
+        return 2
+    started = datetime.now(UTC)
+    url = args.database or DEFAULT_DATABASE_URL
+    if args.database is None:
+        ensure_database(url)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    out = args.out or RESULTS / f"{started:%Y%m%dT%H%M%SZ}.json"
+    results: dict[str, Any] = {
+        "command": command,
+        "started_at": started.isoformat(),
+        "machine": describe(url),
+        "settings": {
+            "rows_per_hour": args.rows_per_hour,
+            "repeat": args.repeat,
+            "padding_bytes": args.padding_bytes,
+            "database": "default cz_bench" if args.database is None else "given",
+            "only": args.only,
+            "scaling": args.scaling,
+            "prototypes": args.prototypes,
+        },
+    }
+    extract: ExtractResult | None = None
+    scaling: list[ExtractResult] = []
+    profile: dict[str, Any] | None = None
+    kept_lake = temporary_lake()
+    try:
+        if args.only in ("extract", "all"):
+            loaded = load_hour(url, args.rows_per_hour, args.padding_bytes, log=log)
+            log(f"measuring extraction of {loaded.rows:,} rows, repeat {args.repeat}")
+            extract = measure_extract(
+                url, loaded, args.repeat, args.prototypes, keep_lake=kept_lake, log=log
+            )
+            results["extract"] = extract.as_json()
+            if args.profile:
+                from bench.profiling import profile_extract
+
+                log("profiling one more repetition")
+                profile = profile_extract(url, loaded)
+                results["profile"] = profile
+            for size in args.scaling or []:
+                sized = load_hour(url, size, args.padding_bytes, log=log)
+                log(f"scaling: measuring {size:,} rows, repeat {args.repeat}")
+                scaling.append(
+                    measure_extract(
+                        url,
+                        sized,
+                        args.repeat,
+                        [name for name in args.prototypes if name in SCALING_PROTOTYPES],
+                        with_scalar=False,
+                        log=log,
+                    )
+                )
+            results["scaling"] = [result.as_json() for result in scaling]
+        if args.only in ("cbf", "all"):
+            from bench.cbf import measure_bench_cbf, measure_lake_hour
+
+            log(f"CBF: bench_cbf.run({args.rows_per_hour:,}) x {args.repeat}")
+            results["cbf"] = [measure_bench_cbf(args.rows_per_hour, args.repeat)]
+            if extract is not None:
+                results["cbf"].append(
+                    measure_lake_hour(kept_lake, extract.loaded.hour, args.repeat)
+                )
+            if args.peers:
+                from bench import peers
+
+                results["peers"] = peers.run(args.rows_per_hour, repeat=args.repeat, log=log)
+        if args.pipeline:
+            from bench import pipeline
+
+            log("whole runs: a daily run and a 30-day backfill")
+            results["pipeline"] = pipeline.run(
+                24, args.daily_rows_per_hour, ["sqlite", "postgres-batched"]
+            ) + pipeline.run(
+                720, args.backfill_rows_per_hour, ["sqlite", "postgres", "postgres-batched"]
+            )
+    finally:
+        shutil.rmtree(kept_lake, ignore_errors=True)
+    results["finished_at"] = datetime.now(UTC).isoformat()
+    markdown = markdown_of(results, extract, scaling, profile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out.with_suffix(".md").write_text(markdown + "\n")
+    print(markdown)
+    log(f"results: {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
