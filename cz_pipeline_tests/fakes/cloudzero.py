@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
+
+from cz_pipeline_tests.fakes.loopback import LoopbackServer
 
 SCOPE_CREATE = "connections:create_billing_anycost_billing_drop"
 SCOPE_VALIDATE = "connections:create_billing_anycost_validate_billing_drop"
@@ -217,7 +218,7 @@ def _total(values: list[str]) -> Decimal:
         return sum((Decimal(v) for v in values), Decimal(0))
 
 
-class FakeCloudZero:
+class FakeCloudZero(LoopbackServer):
     """Context manager running the fake on a free port; ``url`` is its base URL."""
 
     def __init__(
@@ -255,8 +256,7 @@ class FakeCloudZero:
         self._idempotency: dict[tuple[str, str, str], _Response] = {}
         self._state_lock = threading.Lock()
         self._inflight = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -266,33 +266,8 @@ class FakeCloudZero:
         class Handler(_Handler):
             owner = fake
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeCloudZero is not running; use it as a context manager")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # -- scripting ----------------------------------------------------------------------------
 

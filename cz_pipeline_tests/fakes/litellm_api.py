@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
+
+from cz_pipeline_tests.fakes.loopback import LoopbackServer
 
 SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "GET_spend_logs_v2.json"
 COUNT_CAP = 10_000
@@ -104,7 +105,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class FakeLiteLLM:
+class FakeLiteLLM(LoopbackServer):
     """``with FakeLiteLLM(rows, master_key) as fake:`` serves ``fake.url`` until the block ends."""
 
     def __init__(
@@ -113,41 +114,15 @@ class FakeLiteLLM:
         self.master_key = master_key
         self.count_cap = count_cap
         self._state = _State(rows=[(_naive(row["startTime"]), dict(row)) for row in rows])
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def __enter__(self) -> FakeLiteLLM:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self
-        self._server = server
-        # A short poll interval keeps shutdown (and so each test) fast.
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-litellm"
-        )
-        self._thread.daemon = True
-        self._thread.start()
+        self._serve(server)
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeLiteLLM is not running; use it as a context manager")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # -- scripting ------------------------------------------------------------------------
 
