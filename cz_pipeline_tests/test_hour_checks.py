@@ -58,6 +58,21 @@ def litellm_writes_daily_table_too(url: str) -> None:
     )
 
 
+def run_day(
+    url: str, lake: Path, unpriced_share_threshold: float = CLEAN
+) -> dg.ExecuteInProcessResult:
+    """The whole job over the test day, on a fresh Dagster instance."""
+    with dg.instance_for_test() as instance:
+        return run_job(
+            instance,
+            lake,
+            FIRST,
+            LAST,
+            database_url=url,
+            unpriced_share_threshold=unpriced_share_threshold,
+        )
+
+
 def one_row_of(url: str, hour: datetime, *, last: bool = False) -> str:
     from cz_pipeline_tests.pipeline_runs import fetch_one
 
@@ -86,15 +101,7 @@ def assert_only_bad_hour_held(lake_dir: Path, result: dg.ExecuteInProcessResult)
 def test_clean_day_passes_every_check_and_delivers_every_hour(
     litellm_day: str, tmp_path: Path
 ) -> None:
-    with dg.instance_for_test() as instance:
-        result = run_job(
-            instance,
-            tmp_path,
-            FIRST,
-            LAST,
-            database_url=litellm_day,
-            unpriced_share_threshold=CLEAN,
-        )
+    result = run_day(litellm_day, tmp_path)
     assert result.success
     evaluations = check_evaluations(result)
     assert HOUR_CHECKS | {"every_hour_delivered", "cbf_contract", "cost_conserved"} <= set(
@@ -112,15 +119,7 @@ def test_negative_spend_holds_back_only_its_hour_and_fails_the_run(
         litellm_day, 'UPDATE "LiteLLM_SpendLogs" SET spend = -0.5 WHERE request_id = %s', (bad_id,)
     )
     litellm_writes_daily_table_too(litellm_day)
-    with dg.instance_for_test() as instance:
-        result = run_job(
-            instance,
-            tmp_path,
-            FIRST,
-            LAST,
-            database_url=litellm_day,
-            unpriced_share_threshold=CLEAN,
-        )
+    result = run_day(litellm_day, tmp_path)
     assert not result.success
     assert failed_checks(result) == {"spend_and_tokens_valid", "every_hour_delivered"}
     spend_check = check_evaluations(result)["spend_and_tokens_valid"]
@@ -154,15 +153,7 @@ def test_duplicate_request_id_is_reported_not_dropped(litellm_day: str, tmp_path
         (duplicate,),
     )
     litellm_writes_daily_table_too(litellm_day)
-    with dg.instance_for_test() as instance:
-        result = run_job(
-            instance,
-            tmp_path,
-            FIRST,
-            LAST,
-            database_url=litellm_day,
-            unpriced_share_threshold=CLEAN,
-        )
+    result = run_day(litellm_day, tmp_path)
     assert failed_checks(result) == {"request_id_unique", "every_hour_delivered"}
     check = check_evaluations(result)["request_id_unique"]
     assert check.metadata["offending_request_ids"].value == [duplicate]
@@ -244,8 +235,7 @@ def test_unpriced_traffic_warns_without_holding_the_hour(litellm_day: str, tmp_p
         (BAD.replace(tzinfo=None), (BAD + HOUR).replace(tzinfo=None)),
     )
     litellm_writes_daily_table_too(litellm_day)
-    with dg.instance_for_test() as instance:
-        result = run_job(instance, tmp_path, FIRST, LAST, database_url=litellm_day)
+    result = run_day(litellm_day, tmp_path, unpriced_share_threshold=0.01)
     assert result.success
     assert failed_checks(result) == {"unpriced_traffic"}
     check = check_evaluations(result)["unpriced_traffic"]
@@ -300,15 +290,7 @@ def test_daily_reconciliation_catches_a_row_litellm_dropped(
     dropped = one_row_of(litellm_day, BAD)
     # LiteLLM drops a spend-log row whose provider id repeats but still counts it daily.
     execute(litellm_day, 'DELETE FROM "LiteLLM_SpendLogs" WHERE request_id = %s', (dropped,))
-    with dg.instance_for_test() as instance:
-        result = run_job(
-            instance,
-            tmp_path,
-            FIRST,
-            LAST,
-            database_url=litellm_day,
-            unpriced_share_threshold=CLEAN,
-        )
+    result = run_day(litellm_day, tmp_path)
     assert result.success
     assert failed_checks(result) == {"daily_reconciliation"}
     check = check_evaluations(result)["daily_reconciliation"]
