@@ -28,7 +28,7 @@ from cz_pipeline.lib.cbf import (
 )
 from cz_pipeline.lib.checks import CheckOutcome, held_back
 from cz_pipeline.lib.cloudzero import CloudZeroError, render_bodies
-from cz_pipeline.lib.hours import partition_key
+from cz_pipeline.lib.hours import parse_partition_key, partition_key
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline.lib.settings import Settings
 from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, STATUS_FILE, quarantine_dataset
@@ -110,14 +110,16 @@ def _write_registry(lake: Lake, registry: pa.Table) -> None:
     lake.write_dataset_bytes(LINE_ITEMS_DATASET, TAG_REGISTRY, sink.getvalue().to_pybytes())
 
 
-def _month_rows(lake: Lake, month: str) -> dict[str, int]:
+def _month_rows(lake: Lake, month: str) -> dict[datetime, int]:
+    """Line items per hour of a month so far, from its ledger (read once per run and month)."""
     content = lake.read_dataset_bytes(LINE_ITEMS_DATASET, f"{month}{MONTH_LEDGER}")
     ledger: dict[str, int] = json.loads(content) if content else {}
-    return ledger
+    return {parse_partition_key(key): rows for key, rows in ledger.items()}
 
 
-def _write_month_rows(lake: Lake, month: str, ledger: dict[str, int]) -> None:
-    content = json.dumps(ledger, sort_keys=True).encode()
+def _write_month_rows(lake: Lake, month: str, ledger: dict[datetime, int]) -> None:
+    by_key = {partition_key(hour): rows for hour, rows in ledger.items()}
+    content = json.dumps(by_key, sort_keys=True).encode()
     lake.write_dataset_bytes(LINE_ITEMS_DATASET, f"{month}{MONTH_LEDGER}", content)
 
 
@@ -182,13 +184,15 @@ def cloudzero_line_items(
     grain = cloudzero.line_item_grain()
     tolerance = Decimal(check_thresholds.spend_tolerance)
     registry = _read_registry(the_lake)
-    ledgers: dict[str, dict[str, int]] = {}
+    ledgers: dict[str, dict[datetime, int]] = {}
     outcomes_by_check: dict[str, list[CheckOutcome]] = {n: [] for n in cbf_checks.LINE_ITEM_CHECKS}
     lineage = _column_lineage(grain)
     for hour in window.hours():
         upstream = held_reason(the_lake, SPEND_LOGS_DATASET, hour)
         month = f"{hour:%Y-%m}"
-        ledger = ledgers.setdefault(month, _month_rows(the_lake, month))
+        if month not in ledgers:
+            ledgers[month] = _month_rows(the_lake, month)
+        ledger = ledgers[month]
         if upstream is not None:
             the_lake.write_json(
                 LINE_ITEMS_DATASET, hour, STATUS_FILE, _status(hour, [], 0, upstream)
@@ -202,16 +206,12 @@ def cloudzero_line_items(
         spend_logs = the_lake.read_hour(SPEND_LOGS_DATASET, hour)
         spend_status = the_lake.read_json(SPEND_LOGS_DATASET, hour, STATUS_FILE)
         items = build_line_items(spend_logs, grain)
-        ledger[partition_key(hour)] = items.num_rows
-        rows_by_hour = {
-            datetime.strptime(k, "%Y-%m-%d-%H:%M").replace(tzinfo=hour.tzinfo): n
-            for k, n in ledger.items()
-        }
+        ledger[hour] = items.num_rows
         outcomes = [
             cbf_checks.cbf_contract(hour, items),
             cbf_checks.cost_conserved(hour, items, Decimal(spend_status["spend"]), tolerance),
             cbf_checks.tags_constant_per_resource(hour, items, registry),
-            cbf_checks.monthly_row_budget(hour, rows_by_hour),
+            cbf_checks.monthly_row_budget(hour, ledger),
         ]
         for outcome in outcomes:
             outcomes_by_check[outcome.check].append(outcome)
