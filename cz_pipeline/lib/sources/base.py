@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -28,6 +28,9 @@ class Extraction:
     per hour as seen by the same read (for the ``matches_source`` check); an hour's entry is
     present by the time its last batch is yielded, and a missing hour had no rows.
     ``no_totals_reason`` says why a source without totals cannot reconcile.
+    ``snapshot`` is when LiteLLM's data was seen (PostgreSQL: the server's clock as the read's
+    snapshot was taken; the API: the first request; synthetic: generation). Of two reads of an
+    hour, the one with the newer snapshot wins in the lake and in CloudZero.
     """
 
     batches: Iterator[pa.RecordBatch]
@@ -35,6 +38,7 @@ class Extraction:
     aliases: AliasLookup | None = None
     source_totals: Mapping[datetime, SourceTotals] | None = None
     no_totals_reason: str = "the source has no per-hour aggregate to reconcile with"
+    snapshot: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class SpendLogSource(Protocol):

@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -248,7 +248,10 @@ class LiteLLMApiSource:
     def extract(self, window: HourWindow) -> Extraction:
         """Lazily read ``window``; batches come hour by hour, ascending by ``start_time``."""
         notes: list[str] = []
-        return Extraction(batches=self._batches(window, notes), notes=notes)
+        # Pages are read lazily: the first request follows at once, so its time is now.
+        return Extraction(
+            batches=self._batches(window, notes), notes=notes, snapshot=datetime.now(UTC)
+        )
 
     # -- reading --------------------------------------------------------------------------
 

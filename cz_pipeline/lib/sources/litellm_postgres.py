@@ -274,6 +274,10 @@ class LiteLLMPostgresSource:
         connection = self._connect()
         try:
             cursor = connection.cursor()
+            # The transaction's first statement takes its repeatable-read snapshot: its clock
+            # says how new the rows read below are.
+            cursor.execute("SELECT clock_timestamp()")
+            (snapshot,) = cursor.fetchone()
             columns = self._table_columns(cursor, SPEND_LOGS_TABLE)
             if not columns:
                 raise SourceError(f'table "{SPEND_LOGS_TABLE}" not found in LiteLLM\'s database')
@@ -307,7 +311,11 @@ class LiteLLMPostgresSource:
             connection.close()
             raise self._fail(f"reading {window}", error) from None
         return Extraction(
-            self._batches(connection, cursor, reader, window), notes, aliases, source_totals
+            self._batches(connection, cursor, reader, window),
+            notes,
+            aliases,
+            source_totals,
+            snapshot=as_utc(snapshot),
         )
 
     def _batches(

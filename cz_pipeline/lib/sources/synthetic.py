@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -25,7 +25,9 @@ class SyntheticSource:
     def extract(self, window: HourWindow) -> Extraction:
         totals: dict[datetime, SourceTotals] = {}
         note = f"synthetic traffic, about {self.rows_per_hour} rows per hour, seed {self.seed}"
-        return Extraction(self._batches(window, totals), [note], source_totals=totals)
+        return Extraction(
+            self._batches(window, totals), [note], source_totals=totals, snapshot=datetime.now(UTC)
+        )
 
     def hourly_totals(self, window: HourWindow) -> dict[datetime, SourceTotals]:
         totals: dict[datetime, SourceTotals] = {}
