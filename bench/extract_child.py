@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_started = _cpu_seconds()
         started = time.perf_counter()
         extraction = extraction_for(args, window)
-        summaries = extract_to_lake(extraction, window, lake)
+        summaries = extract_to_lake(extraction, window, lake, source=f"bench:{args.reader}")
         seconds = time.perf_counter() - started
         cpu_seconds = _cpu_seconds() - cpu_started
         if profiler is not None:

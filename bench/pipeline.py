@@ -127,7 +127,7 @@ def _child(window: HourWindow, litellm_url: str, lake: Path) -> dict[str, Any]:
         started = time.perf_counter()
         plain = Lake(str(lake / "plain"))
         extraction = LiteLLMPostgresSource(litellm_url).extract(window)
-        extract_to_lake(extraction, window, plain)
+        extract_to_lake(extraction, window, plain, source="postgres")
         with CloudZeroClient(fake.url, API_KEY, CONNECTION) as client:
             for hour in hours:
                 items = build_line_items(plain.read_hour(SPEND_LOGS_DATASET, hour), DEFAULT_GRAIN)

@@ -38,6 +38,7 @@ def run_job(
     cloudzero: CloudZeroResource | None = None,
     asset_selection: list[dg.AssetKey] | None = None,
     unpriced_share_threshold: float = 0.01,
+    run_config: Mapping[str, Any] = QUIET,
 ) -> dg.ExecuteInProcessResult:
     resources: dict[str, Any] = {"lake": LakeResource(url=str(lake_dir))}
     if source is not None:
@@ -55,7 +56,7 @@ def run_job(
         instance=instance,
         tags=range_tags(first, last),
         resources=resources,
-        run_config=QUIET,
+        run_config=dict(run_config),
         raise_on_error=False,
         asset_selection=asset_selection,
     )

@@ -1,4 +1,4 @@
-"""The nightly schedule and the late-rows sensor."""
+"""The nightly schedule and the sync sensor."""
 
 from datetime import UTC, datetime
 from pathlib import Path
@@ -7,13 +7,16 @@ import dagster as dg
 import pytest
 
 from cz_pipeline.definitions import defs
-from cz_pipeline.defs.automation import daily_litellm_to_cloudzero, first_block, late_rows_sensor
+from cz_pipeline.defs.automation import cloudzero_sync_sensor, daily_litellm_to_cloudzero
+from cz_pipeline.defs.litellm.assets import litellm_spend_logs
 from cz_pipeline.defs.resources import (
     CheckThresholdsResource,
+    CloudZeroResource,
     LakeResource,
     SpendLogSourceResource,
 )
 from cz_pipeline.lib.hours import HOUR, HourWindow, floor_hour, partition_key
+from cz_pipeline.lib.sync import blocks
 from cz_pipeline.lib.synthetic import write_to_postgres
 from cz_pipeline_tests.pipeline_runs import execute, fetch_one, run_job
 
@@ -42,9 +45,9 @@ def test_the_schedule_runs_by_default_in_utc() -> None:
     assert schedule.job_name == "litellm_to_cloudzero"
 
 
-def test_first_block_takes_consecutive_hours_only() -> None:
-    hours = [HOURS[0], HOURS[1], HOURS[3]]
-    assert first_block(hours) == (HOURS[0], HOURS[1])
+def test_blocks_group_consecutive_hours() -> None:
+    hours = [HOURS[3], HOURS[0], HOURS[1], HOURS[5]]
+    assert blocks(hours) == [(HOURS[0], HOURS[1]), (HOURS[3], HOURS[3]), (HOURS[5], HOURS[5])]
 
 
 @pytest.fixture
@@ -63,15 +66,24 @@ def materialized(fresh_database: str, tmp_path: Path) -> str:
     return fresh_database
 
 
-def evaluate(database_url: str, lake: Path) -> dg.SensorResult | dg.SkipReason:
-    with dg.build_sensor_context(
-        resources={
-            "spend_log_source": SpendLogSourceResource(kind="postgres", database_url=database_url),
-            "lake": LakeResource(url=str(lake)),
-            "check_thresholds": CheckThresholdsResource(),
-        }
-    ) as context:
-        result = late_rows_sensor(context)
+def evaluate(
+    database_url: str, lake: Path, cloudzero: CloudZeroResource | None = None
+) -> dg.SensorResult | dg.SkipReason:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(
+            instance=instance,
+            resources={
+                "spend_log_source": SpendLogSourceResource(
+                    kind="postgres", database_url=database_url
+                ),
+                "lake": LakeResource(url=str(lake)),
+                "cloudzero": cloudzero or CloudZeroResource(),
+                "check_thresholds": CheckThresholdsResource(),
+            },
+        ) as context,
+    ):
+        result = cloudzero_sync_sensor(context)
     assert isinstance(result, dg.SensorResult | dg.SkipReason)
     return result
 
@@ -93,28 +105,37 @@ def add_late_row(url: str, hour: datetime) -> None:
     )
 
 
+def requested_ranges(result: dg.SensorResult | dg.SkipReason) -> list[tuple[str, str]]:
+    assert isinstance(result, dg.SensorResult), result
+    return [
+        (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+        for r in result.run_requests or []
+    ]
+
+
 def test_the_sensor_skips_when_nothing_changed(materialized: str, tmp_path: Path) -> None:
     result = evaluate(materialized, tmp_path)
     assert isinstance(result, dg.SkipReason)
-    assert "none of the" in str(result.skip_message)
+    assert "CloudZero agrees with LiteLLM" in str(result.skip_message)
 
 
-def test_the_sensor_reruns_only_the_hours_that_changed(materialized: str, tmp_path: Path) -> None:
+def test_the_sensor_reruns_every_block_of_changed_hours(materialized: str, tmp_path: Path) -> None:
     add_late_row(materialized, HOURS[1])
     add_late_row(materialized, HOURS[2])
     add_late_row(materialized, HOURS[4])
     result = evaluate(materialized, tmp_path)
-    assert isinstance(result, dg.SensorResult)
-    [request] = result.run_requests or []
-    assert request.tags == {
-        "dagster/asset_partition_range_start": partition_key(HOURS[1]),
-        "dagster/asset_partition_range_end": partition_key(HOURS[2]),
-    }
-    # The same change asks for the same run: a tick never launches it twice.
+    assert requested_ranges(result) == [
+        (partition_key(HOURS[1]), partition_key(HOURS[2])),
+        (partition_key(HOURS[4]), partition_key(HOURS[4])),
+    ]
+    # The same state asks for the same runs: a tick never launches one twice.
     again = evaluate(materialized, tmp_path)
     assert isinstance(again, dg.SensorResult)
-    assert (again.run_requests or [])[0].run_key == request.run_key
-    # After that run, the next tick moves on to the next changed block.
+    assert isinstance(result, dg.SensorResult)
+    assert [r.run_key for r in again.run_requests or []] == [
+        r.run_key for r in result.run_requests or []
+    ]
+    # After the first block's run, only the other block is left.
     with dg.instance_for_test() as instance:
         rerun = run_job(
             instance,
@@ -126,7 +147,36 @@ def test_the_sensor_reruns_only_the_hours_that_changed(materialized: str, tmp_pa
         )
     assert rerun.success
     following = evaluate(materialized, tmp_path)
-    assert isinstance(following, dg.SensorResult)
-    assert (following.run_requests or [])[0].tags["dagster/asset_partition_range_start"] == (
-        partition_key(HOURS[4])
-    )
+    assert requested_ranges(following) == [(partition_key(HOURS[4]), partition_key(HOURS[4]))]
+
+
+def test_the_sensor_finds_late_rows_materialized_without_being_sent(
+    materialized: str, tmp_path: Path
+) -> None:
+    """The spend-log lake matches LiteLLM, but CloudZero (here the outbox) was not sent them."""
+    add_late_row(materialized, HOURS[3])
+    with dg.instance_for_test() as instance:
+        spend_logs_only = dg.materialize(
+            [litellm_spend_logs],
+            partition_key=partition_key(HOURS[3]),
+            instance=instance,
+            resources={
+                "spend_log_source": SpendLogSourceResource(
+                    kind="postgres", database_url=materialized
+                ),
+                "lake": LakeResource(url=str(tmp_path)),
+                "check_thresholds": CheckThresholdsResource(unpriced_share_threshold=1.0),
+            },
+        )
+    assert spend_logs_only.success
+    result = evaluate(materialized, tmp_path)
+    assert requested_ranges(result) == [(partition_key(HOURS[3]), partition_key(HOURS[3]))]
+
+
+def test_a_real_upload_does_not_count_outbox_writes_as_sent(
+    materialized: str, tmp_path: Path
+) -> None:
+    """The fixture ran dry: with CloudZero configured, every hour with spend is still to send."""
+    real = CloudZeroResource(api_key="k", connection_id="c")
+    result = evaluate(materialized, tmp_path, real)
+    assert requested_ranges(result) == [(partition_key(HOURS[0]), partition_key(HOURS[-1]))]

@@ -40,9 +40,10 @@ from cz_pipeline.defs.resources import (
 )
 from cz_pipeline.lib.checks import decimal_sum
 from cz_pipeline.lib.cloudzero import EMPTY_HOUR_RESOURCE_ID, hour_text, render_bodies
+from cz_pipeline.lib.hour_record import read_record
 from cz_pipeline.lib.hours import HOUR, HourWindow, partition_key
 from cz_pipeline.lib.lake import Lake
-from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, STATUS_FILE
+from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET
 from cz_pipeline.lib.synthetic import write_to_postgres
 from cz_pipeline_tests.conftest import ADMIN_URL
 from cz_pipeline_tests.fakes.cloudzero import (
@@ -156,20 +157,30 @@ def run_one_partition(
 def lake_spend(lake_dir: Path, hours: list[datetime]) -> dict[str, Decimal]:
     """The lake's exact spend per hour, keyed like ``FakeCloudZero.hour_costs``.
 
-    Two independent readings must agree: the spend-log status file's ``spend`` and an exact
-    decimal sum over the hour's Parquet file.
+    Two independent readings must agree: the hour record's spend and an exact decimal sum over
+    the hour's Parquet file.
     """
     lake = Lake(str(lake_dir))
     spend: dict[str, Decimal] = {}
     for hour in hours:
-        status = lake.read_json(SPEND_LOGS_DATASET, hour, STATUS_FILE)
-        from_status = Decimal(status["spend"])
+        spend_logs = read_record(lake, hour).spend_logs
+        assert spend_logs is not None
+        from_status = spend_logs.spend
         from_parquet = decimal_sum(
             lake.read_hour(SPEND_LOGS_DATASET, hour, columns=["spend"])["spend"]
         )
         assert from_status == from_parquet, partition_key(hour)
         spend[hour_text(hour)] = from_status
     return spend
+
+
+def delete_hour(database_url: str, hour: datetime) -> None:
+    """Empty the hour at the source, as LiteLLM's retention or a restore would."""
+    execute(
+        database_url,
+        'DELETE FROM "LiteLLM_SpendLogs" WHERE "startTime" >= %s AND "startTime" < %s',
+        (hour.replace(tzinfo=None), (hour + HOUR).replace(tzinfo=None)),
+    )
 
 
 def post_hour(record: RequestRecord) -> str:
@@ -358,7 +369,7 @@ def test_the_api_key_never_reaches_the_event_log_or_the_lake(uploaded_day: Uploa
     assert drop_ids[-1] in event_log_text(day.instance, day.second.run_id)
     files = lake_text(day.lake_dir)
     kinds = {Path(p).name for p in files}
-    assert {"receipt.json", STATUS_FILE, "body-001.json"} <= kinds
+    assert {"delivery.json", "spend_logs.json", "line_items.json", "body-001.json"} <= kinds
     assert not [path for path, text in files.items() if API_KEY in text]
     assert any(drop_ids[-1] in text for text in files.values())  # receipts are searched
 
@@ -445,11 +456,7 @@ def test_an_hour_emptied_at_the_source_is_cleared_in_cloudzero(
         before = fake.hour_costs()
         assert before == lake_spend(tmp_path, hours)
         assert before[hour_text(emptied)] > 0
-        execute(
-            fresh_database,
-            'DELETE FROM "LiteLLM_SpendLogs" WHERE "startTime" >= %s AND "startTime" < %s',
-            (emptied.replace(tzinfo=None), (emptied + HOUR).replace(tzinfo=None)),
-        )
+        delete_hour(fresh_database, emptied)
         posted_before = len(fake.posts())
         second = run(instance, tmp_path, fresh_database, [emptied], cloudzero(fake))
     assert second.success, [e.message for e in second.all_events if e.is_failure]
@@ -461,6 +468,25 @@ def test_an_hour_emptied_at_the_source_is_cleared_in_cloudzero(
     left = [r for r in fake.stored_rows() if r["time/usage_start"] == hour_text(emptied)]
     assert [(r["resource/id"], r["cost/cost"]) for r in left] == [(EMPTY_HOUR_RESOURCE_ID, "0")]
     assert [r.operation for r in fake.posts()[posted_before:]] == ["replace_hourly"]
+
+
+def test_a_quiet_hour_sent_for_the_first_time_sends_nothing(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """No placeholder where CloudZero cannot hold anything: it would only add a row."""
+    hours = DAY_HOURS[4:7]
+    quiet = hours[1]
+    write_to_postgres(fresh_database, HourWindow(hours[0], hours[-1] + HOUR), ROWS_PER_HOUR, SEED)
+    delete_hour(fresh_database, quiet)
+    with FakeCloudZero(API_KEY, CONNECTION_ID) as fake, dagster_instance() as instance:
+        result = run(instance, tmp_path, fresh_database, hours, cloudzero(fake))
+    assert result.success
+    assert hour_text(quiet) not in operations_by_hour(fake.posts())
+    assert sorted(fake.hour_costs()) == [hour_text(hours[0]), hour_text(hours[2])]
+    sent = read_record(Lake(str(tmp_path)), quiet).delivery
+    assert sent is not None
+    assert (sent.state, sent.rows, sent.chunks, sent.placeholder) == ("delivered", 0, 0, False)
+    assert check_evaluations(result)["every_hour_delivered"].passed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ import s3fs
 from moto.server import ThreadedMotoServer
 
 from cz_pipeline.defs.resources import SpendLogSourceResource
+from cz_pipeline.lib.hour_record import read_records
+from cz_pipeline.lib.hours import parse_partition_key
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline_tests.pipeline_runs import hour_metadata, run_job
 
@@ -99,12 +101,11 @@ def test_hours_on_s3_use_the_hive_layout_and_replace(
     assert lake.has_hour("things", HOUR)
 
     lake.write_hour("things", HOUR, pa.table({"a": [3]}))
-    lake.write_json("things", HOUR, "_status.json", {"rows": 1})
+    written_path = lake.write_bytes("things", HOUR, "piece.json", b'{"rows": 1}')
     assert lake.read_hour("things", HOUR).column("a").to_pylist() == [3]
-    assert lake.read_json("things", HOUR, "_status.json") == {"rows": 1}
-    assert lake.read_json("things", HOUR, "missing.json") is None
+    assert lake.fs.cat_file(written_path) == b'{"rows": 1}'
     assert keys(bucket) == [
-        "prefix/things/date=2026-11-30/hour=23/_status.json",
+        "prefix/things/date=2026-11-30/hour=23/piece.json",
         "prefix/things/date=2026-11-30/hour=23/things.parquet",
     ]
     assert list(local_staging.iterdir()) == []
@@ -152,19 +153,19 @@ def test_a_failed_upload_keeps_the_previous_object(
     bucket: str, local_staging: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lake = Lake(f"s3://{bucket}/prefix")
-    lake.write_json("things", HOUR, "receipt.json", {"drop": 1})
+    path = lake.write_bytes("things", HOUR, "piece.json", b"1")
 
     def unreachable(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("S3 went away")
 
     monkeypatch.setattr(lake.fs, "put_file", unreachable)
     with pytest.raises(ConnectionError):
-        lake.write_json("things", HOUR, "receipt.json", {"drop": 2})
+        lake.write_bytes("things", HOUR, "piece.json", b"2")
     with pytest.raises(ConnectionError):
         lake.write_hour("things", HOUR, pa.table({"a": [1]}))
 
-    assert lake.read_json("things", HOUR, "receipt.json") == {"drop": 1}
-    assert keys(bucket) == ["prefix/things/date=2026-11-30/hour=23/receipt.json"]
+    assert lake.fs.cat_file(path) == b"1"
+    assert keys(bucket) == ["prefix/things/date=2026-11-30/hour=23/piece.json"]
     assert list(local_staging.iterdir()) == []
 
 
@@ -181,18 +182,15 @@ def test_the_whole_job_writes_its_lake_to_s3(bucket: str) -> None:
     assert result.success
 
     hours = ["date=2026-10-31/hour=22", "date=2026-10-31/hour=23", "date=2026-11-01/hour=00"]
-    expected = {
-        "lake/cloudzero_line_items/2026-10_rows_per_hour.json",
-        "lake/cloudzero_line_items/2026-11_rows_per_hour.json",
-        "lake/cloudzero_line_items/_resource_tags.parquet",
-    }
+    # Only per-hour files: no lake-wide file that two runs could both rewrite.
+    expected = set()
     for hour in hours:
         expected |= {
             f"lake/litellm_spend_logs/{hour}/litellm_spend_logs.parquet",
-            f"lake/litellm_spend_logs/{hour}/_status.json",
             f"lake/cloudzero_line_items/{hour}/cloudzero_line_items.parquet",
-            f"lake/cloudzero_line_items/{hour}/_status.json",
-            f"lake/cloudzero_uploads/{hour}/receipt.json",
+            f"lake/hour_records/{hour}/spend_logs.json",
+            f"lake/hour_records/{hour}/line_items.json",
+            f"lake/hour_records/{hour}/delivery.json",
             f"lake/cloudzero_outbox/{hour}/body-001.json",
         }
     assert set(keys(bucket)) == expected
@@ -203,8 +201,10 @@ def test_the_whole_job_writes_its_lake_to_s3(bucket: str) -> None:
     )
 
     fs = s3fs.S3FileSystem()
-    receipt = json.loads(fs.cat_file(f"{bucket}/lake/cloudzero_uploads/{hours[0]}/receipt.json"))
-    assert receipt["dry_run"] is True
+    records = read_records(Lake(url), [parse_partition_key(k) for k in paths])
+    first = records[parse_partition_key("2026-10-31-22:00")]
+    assert first.delivery is not None
+    assert (first.delivery.state, first.delivery.dry_run) == ("dry_run", True)
     body = json.loads(fs.cat_file(f"{bucket}/lake/cloudzero_outbox/{hours[0]}/body-001.json"))
     assert body["operation"] == "replace_hourly"
 
@@ -212,10 +212,8 @@ def test_the_whole_job_writes_its_lake_to_s3(bucket: str) -> None:
     spend_logs = ds.dataset(
         f"{bucket}/lake/litellm_spend_logs", filesystem=fs, partitioning="hive"
     ).to_table()
-    statuses = [
-        json.loads(fs.cat_file(f"{bucket}/lake/litellm_spend_logs/{hour}/_status.json"))
-        for hour in hours
-    ]
-    assert spend_logs.num_rows == sum(s["rows"] for s in statuses) > 0
+    extracted = [r.spend_logs.rows for r in records.values() if r.spend_logs is not None]
+    assert spend_logs.num_rows == sum(extracted) > 0
+    assert len(extracted) == len(hours)
     assert sorted(set(spend_logs.column("hour").to_pylist())) == [0, 22, 23]
     assert sorted(set(spend_logs.column("date").to_pylist())) == ["2026-10-31", "2026-11-01"]

@@ -98,7 +98,8 @@ def test_hour_boundaries_are_half_open(litellm_db: str, tmp_path: Path) -> None:
     )
     window = HourWindow.from_partition_keys("2026-11-30-22:00", "2026-12-01-01:00")
     lake = Lake(str(tmp_path))
-    summaries = extract_to_lake(LiteLLMPostgresSource(litellm_db).extract(window), window, lake)
+    extraction = LiteLLMPostgresSource(litellm_db).extract(window)
+    summaries = extract_to_lake(extraction, window, lake, source="postgres")
     assert [(s.partition_key, s.rows) for s in summaries] == [
         ("2026-11-30-22:00", 2),
         ("2026-11-30-23:00", 1),

@@ -17,7 +17,6 @@ test takes about 18 s.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -34,6 +33,10 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import psycopg2
 import pytest
+
+from cz_pipeline.lib.hour_record import read_records
+from cz_pipeline.lib.hours import parse_partition_key
+from cz_pipeline.lib.lake import Lake
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -383,17 +386,14 @@ def test_ui_backfill_of_a_range_is_one_run_that_uploads_each_hour_once(dagster: 
         assert sorted(e["partition"] for e in events) == HOURS, (asset, events)
         assert {e["runId"] for e in events} == {run["runId"]}
 
-    # The lake: one dry-run receipt and one request body per hour, and nothing else.
-    uploads = dagster.home.lake / "cloudzero_uploads"
-    receipts = sorted(uploads.glob("date=*/hour=*/receipt.json"))
-    assert [p.parent.relative_to(uploads).as_posix() for p in receipts] == [
-        hour_folder(h) for h in HOURS
-    ]
-    for path in receipts:
-        receipt = json.loads(path.read_text())
-        assert receipt["delivered"] is True, receipt
-        assert receipt["dry_run"] is True, receipt
-        assert receipt["chunks"] == 1, receipt
+    # The lake: one dry-run delivery record and one request body per hour, and nothing else.
+    lake = Lake(str(dagster.home.lake))
+    records = read_records(lake, [parse_partition_key(h) for h in HOURS])
+    for record in records.values():
+        assert record.delivery is not None
+        assert record.delivery.state == "dry_run", record
+        assert record.delivery.dry_run, record
+        assert record.delivery.chunks == 1, record
     outbox = dagster.home.lake / "cloudzero_outbox"
     bodies = sorted(outbox.glob("date=*/hour=*/body-*.json"))
     assert [p.relative_to(outbox).as_posix() for p in bodies] == [
@@ -436,5 +436,5 @@ def test_cli_range_run_is_stored_in_the_postgres_instance(dagster_home: DagsterH
     assert tags["dagster/asset_partition_range_start"] == HOURS[0]
     assert tags["dagster/asset_partition_range_end"] == HOURS[-1]
     assert materializations == len(ASSETS) * len(HOURS)
-    receipts = sorted((dagster_home.lake / "cloudzero_uploads").glob("date=*/hour=*/receipt.json"))
-    assert len(receipts) == len(HOURS)
+    records = read_records(Lake(str(dagster_home.lake)), [parse_partition_key(h) for h in HOURS])
+    assert [r.delivery and r.delivery.state for r in records.values()] == ["dry_run"] * len(HOURS)

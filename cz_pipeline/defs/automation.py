@@ -1,4 +1,5 @@
-"""When the job runs by itself: yesterday's hours every night, and hours that changed late."""
+"""When the job runs by itself: yesterday's hours every night, and every hour CloudZero holds
+differently from LiteLLM (late rows, crashes, stale sends)."""
 
 import os
 from datetime import UTC, datetime, timedelta
@@ -8,19 +9,28 @@ import dagster as dg
 
 from cz_pipeline.defs.jobs import litellm_to_cloudzero
 from cz_pipeline.defs.litellm.checks import lookback_window
+from cz_pipeline.defs.partitions import hourly_partitions
 from cz_pipeline.defs.resources import (
     CheckThresholdsResource,
+    CloudZeroResource,
     LakeResource,
     SpendLogSourceResource,
 )
-from cz_pipeline.lib.checks import late_rows
-from cz_pipeline.lib.hours import HOUR, HourWindow, floor_hour, parse_partition_key, partition_key
+from cz_pipeline.lib.hour_record import read_records
+from cz_pipeline.lib.hours import HOUR, HourWindow, floor_hour, partition_key
 from cz_pipeline.lib.sources.base import HourlyTotalsSource
-from cz_pipeline.lib.spend_log_lake import materialized_totals
+from cz_pipeline.lib.sync import blocks, drifts, fingerprint
 
 DAILY_CRON = os.environ.get("CZ_DAILY_SCHEDULE_CRON", "0 2 * * *")
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+PARTITION = "dagster/partition"
+IN_PROGRESS_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def range_request(first: datetime, last: datetime, run_key: str) -> dg.RunRequest:
@@ -50,50 +60,72 @@ def daily_litellm_to_cloudzero(context: dg.ScheduleEvaluationContext) -> dg.RunR
     return range_request(first, last, f"daily:{partition_key(first)}...{partition_key(last)}")
 
 
-def first_block(hours: list[datetime]) -> tuple[datetime, datetime]:
-    """The first run of consecutive hours: one run re-runs only hours that changed."""
-    last = hours[0]
-    for hour in hours[1:]:
-        if hour != last + HOUR:
-            break
-        last = hour
-    return hours[0], last
+def _hours_in_flight(instance: dg.DagsterInstance) -> set[datetime]:
+    """Hours that a queued or running run of the job is already working on."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=litellm_to_cloudzero.name, statuses=IN_PROGRESS_STATUSES)
+    )
+    hours: set[datetime] = set()
+    for run in runs:
+        first = run.tags.get(RANGE_START) or run.tags.get(PARTITION)
+        last = run.tags.get(RANGE_END) or first
+        if first and last:
+            hours.update(HourWindow.from_partition_keys(first, last).hours())
+    return hours
 
 
 @dg.sensor(
-    name="late_rows_sensor",
+    name="cloudzero_sync_sensor",
     job=litellm_to_cloudzero,
     minimum_interval_seconds=900,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Re-materializes hours whose LiteLLM rows changed after they were materialized "
-    "(LiteLLM writes spend logs in delayed batches), looking back CZ_LATE_ROWS_LOOKBACK_HOURS "
-    "(default 72). One run per tick, for the first block of consecutive changed hours; hours "
-    "whose source did not change are never re-run.",
+    description="Keeps CloudZero equal to LiteLLM: compares LiteLLM's rows and exact spend per "
+    "hour over the last CZ_LATE_ROWS_LOOKBACK_HOURS (default 72) with what each hour's record "
+    "says was last sent, and runs every hour that differs or was never fully sent (late rows, "
+    "a run killed mid-send, spend logs materialized alone, a send that lost to a newer "
+    "snapshot). One run per block of consecutive hours; hours that agree, hours a running run "
+    "covers, and hours held back by a check on the same data are not re-run.",
 )
-def late_rows_sensor(
+def cloudzero_sync_sensor(
     context: dg.SensorEvaluationContext,
     spend_log_source: SpendLogSourceResource,
     lake: LakeResource,
+    cloudzero: CloudZeroResource,
     check_thresholds: CheckThresholdsResource,
 ) -> dg.SensorResult | dg.SkipReason:
     source = spend_log_source.build()
     if not isinstance(source, HourlyTotalsSource):
         return dg.SkipReason(f"the {source.name} source cannot count rows per hour")
     window = lookback_window(datetime.now(UTC), check_thresholds.late_rows_lookback_hours)
-    materialized = materialized_totals(lake.build(), window)
-    if not materialized:
-        return dg.SkipReason(f"no hour of {window} is materialized yet")
-    outcome = late_rows(
-        materialized,
-        source.hourly_totals(window),
-        spend_tolerance=Decimal(check_thresholds.spend_tolerance),
+    first_partition = hourly_partitions.start
+    if window.end <= first_partition:
+        return dg.SkipReason(f"{window} is before the first partition")
+    window = HourWindow(max(window.start, first_partition), window.end)
+    records = read_records(lake.build(), window.hours())
+    source_now = source.hourly_totals(window)
+    found = drifts(
+        records,
+        source_now,
+        dry_run=cloudzero.dry_run,
+        tolerance=Decimal(check_thresholds.spend_tolerance),
     )
-    if outcome.passed:
-        return dg.SkipReason(outcome.reason)
-    changed = [parse_partition_key(k) for k in str(outcome.metadata["hours_to_rerun"]).split(",")]
-    first, last = first_block(changed)
-    totals = source.hourly_totals(HourWindow(first, last + HOUR))
-    fingerprint = ",".join(f"{t.rows}:{t.spend}" for _, t in sorted(totals.items()))
-    key = f"late:{partition_key(first)}...{partition_key(last)}:{fingerprint}"
-    context.log.info(f"{len(changed)} hours changed late; re-running {first} to {last}")
-    return dg.SensorResult(run_requests=[range_request(first, last, key)])
+    in_flight = _hours_in_flight(context.instance)
+    for d in found:
+        if d.settled:
+            context.log.warning(f"{partition_key(d.hour)} needs a person: {d.reason}")
+    to_run = [d for d in found if not d.settled and d.hour not in in_flight]
+    if not to_run:
+        return dg.SkipReason(
+            f"CloudZero agrees with LiteLLM on every hour of {window} that can be re-run"
+            + (f" ({len(found)} hours wait for a person or a running run)" if found else "")
+        )
+    for d in to_run:
+        context.log.info(f"{partition_key(d.hour)}: {d.reason}")
+    requests = []
+    for first, last in blocks(d.hour for d in to_run):
+        block = [records[h] for h in HourWindow(first, last + HOUR).hours()]
+        key = (
+            f"sync:{partition_key(first)}...{partition_key(last)}:{fingerprint(block, source_now)}"
+        )
+        requests.append(range_request(first, last, key))
+    return dg.SensorResult(run_requests=requests)

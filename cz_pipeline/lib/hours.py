@@ -63,6 +63,13 @@ class HourWindow:
         return f"[{self.start:%Y-%m-%d %H:%M}, {self.end:%Y-%m-%d %H:%M}) UTC"
 
 
+def month_window(hour: datetime) -> HourWindow:
+    """Every hour of the UTC month of ``hour``."""
+    start = floor_hour(hour).replace(day=1, hour=0)
+    following = (start + timedelta(days=32)).replace(day=1)
+    return HourWindow(start, following)
+
+
 def parse_partition_key(key: str) -> datetime:
     return datetime.strptime(key, PARTITION_KEY_FORMAT).replace(tzinfo=UTC)
 

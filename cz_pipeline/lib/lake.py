@@ -17,7 +17,6 @@ previous good file untouched. How that is achieved depends on the store:
 
 from __future__ import annotations
 
-import json
 import posixpath
 import tempfile
 import uuid
@@ -57,12 +56,13 @@ class HourFileWriter:
     """Appends record batches to one hour's temporary file; see :meth:`Lake.hour_writer`.
 
     Set ``destination`` to another dataset before the block ends to file the hour there instead
-    (a quarantine), leaving the original dataset's file as it was.
+    (a quarantine), or to None to discard it (a stale read), leaving the original dataset's
+    file as it was.
     """
 
     def __init__(self, writer: pq.ParquetWriter, destination: str) -> None:
         self._writer = writer
-        self.destination = destination
+        self.destination: str | None = destination
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
@@ -73,10 +73,11 @@ class HourFileWriter:
 
 @dataclass
 class _Staged:
-    """A file being written: bytes go to ``stream``; on success it lands at ``destination``."""
+    """A file being written: bytes go to ``stream``; on success it lands at ``destination``
+    (None: it is discarded)."""
 
     stream: IO[bytes]
-    destination: str
+    destination: str | None
 
 
 class _Placement(ABC):
@@ -103,6 +104,9 @@ class _RenameIntoPlace(_Placement):
             with self.fs.open(temporary, "wb") as stream:
                 staged = _Staged(stream, final)
                 yield staged
+            if staged.destination is None:
+                self.fs.rm(temporary)
+                return
             self.fs.makedirs(posixpath.dirname(staged.destination), exist_ok=True)
             self.fs.mv(temporary, staged.destination)
         except BaseException:
@@ -125,8 +129,9 @@ class _UploadWhole(_Placement):
         with tempfile.NamedTemporaryFile(prefix=".cz-lake-", suffix=suffix) as local:
             staged = _Staged(local, final)
             yield staged
-            local.flush()
-            self.fs.put_file(local.name, staged.destination)
+            if staged.destination is not None:
+                local.flush()
+                self.fs.put_file(local.name, staged.destination)
 
 
 # fsspec protocols whose writes of one object are atomic and whose rename is copy plus delete.
@@ -183,7 +188,11 @@ class Lake:
             writer = HourFileWriter(parquet_writer, dataset)
             yield writer
             # The file keeps the dataset's name wherever it is filed.
-            staged.destination = f"{self.hour_folder(writer.destination, hour)}/{dataset}.parquet"
+            staged.destination = (
+                None
+                if writer.destination is None
+                else f"{self.hour_folder(writer.destination, hour)}/{dataset}.parquet"
+            )
 
     def write_hour(self, dataset: str, hour: datetime, table: pa.Table) -> WrittenFile:
         with self.hour_writer(dataset, hour, table.schema) as writer:
@@ -204,35 +213,6 @@ class Lake:
         for path in self.fs.glob(f"{folder}/{pattern}"):
             if posixpath.basename(path) not in keep:
                 self.fs.rm(path)
-
-    def dataset_file(self, dataset: str, name: str) -> str:
-        """A file that belongs to a whole dataset rather than an hour (a registry, a ledger)."""
-        return f"{self.root}/{dataset}/{name}"
-
-    def write_dataset_bytes(self, dataset: str, name: str, content: bytes) -> str:
-        final = self.dataset_file(dataset, name)
-        with self._placement.staged(final) as staged:
-            staged.stream.write(content)
-        return final
-
-    def read_dataset_bytes(self, dataset: str, name: str) -> bytes | None:
-        path = self.dataset_file(dataset, name)
-        if not self.fs.exists(path):
-            return None
-        with self.fs.open(path, "rb") as stream:
-            content: bytes = stream.read()
-        return content
-
-    def read_json(self, dataset: str, hour: datetime, name: str) -> Any:
-        path = f"{self.hour_folder(dataset, hour)}/{name}"
-        if not self.fs.exists(path):
-            return None
-        with self.fs.open(path, "rb") as stream:
-            return json.load(stream)
-
-    def write_json(self, dataset: str, hour: datetime, name: str, value: Any) -> str:
-        content = json.dumps(value, indent=2, sort_keys=True).encode()
-        return self.write_bytes(dataset, hour, name, content)
 
     def has_hour(self, dataset: str, hour: datetime) -> bool:
         return bool(self.fs.exists(self.hour_file(dataset, hour)))

@@ -4,8 +4,10 @@ Sources yield batches ascending by ``start_time``; each batch is normalized, cut
 boundaries, checked and appended to that hour's temporary file, so no more than a batch is held
 at once whatever the hour's volume. When the hour is complete its checks decide where the file
 goes: into the lake, or, if a blocking check failed, into ``<dataset>_quarantine`` with the
-reasons, leaving the lake's previous file untouched. Either way the hour's status file says so,
-and later assets only take hours whose status passed. Nothing is dropped.
+reasons, leaving the lake's previous file untouched. Either way the hour's record says so
+(:mod:`cz_pipeline.lib.hour_record`), and later assets only take hours whose checks passed.
+Nothing is dropped. A read older than the hour already in the lake (an overlapping run read
+LiteLLM later) is discarded, so the newer snapshot wins.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cz_pipeline.lib.checks import CheckOutcome, HourChecker, SourceTotals, held_back
+from cz_pipeline.lib.hour_record import (
+    SpendLogPiece,
+    Verdict,
+    newer_snapshot,
+    read_record,
+    write_piece,
+)
 from cz_pipeline.lib.hours import HourWindow, partition_key
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline.lib.normalize import AliasLookup, normalize
@@ -28,7 +36,6 @@ from cz_pipeline.lib.sources.base import Extraction
 from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
 
 SPEND_LOGS_DATASET = "litellm_spend_logs"
-STATUS_FILE = "_status.json"
 _MS_PER_HOUR = 3_600_000
 
 
@@ -52,6 +59,7 @@ class HourSummary:
     bytes: int = 0
     outcomes: list[CheckOutcome] = field(default_factory=list)
     exact_spend: Decimal = Decimal(0)
+    stale: str | None = None
 
     @property
     def partition_key(self) -> str:
@@ -106,44 +114,6 @@ def _split_by_hour(
         current = int(offsets[-1])
 
 
-def hour_status(summary: HourSummary, now: datetime | None = None) -> dict[str, Any]:
-    """The hour's status file: whether later assets may take it, and why not."""
-    return {
-        "hour": partition_key(summary.hour),
-        "held_back": summary.held_back,
-        "rows": summary.rows,
-        "spend": str(summary.exact_spend),
-        "written_at": (now or datetime.now(UTC)).isoformat(),
-        "failed_checks": [
-            {
-                "check": outcome.check,
-                "severity": outcome.severity,
-                "reason": outcome.reason,
-                "offending_request_ids": list(outcome.offending_request_ids),
-            }
-            for outcome in summary.outcomes
-            if not outcome.passed
-        ],
-    }
-
-
-def read_hour_status(lake: Lake, dataset: str, hour: datetime) -> dict[str, Any] | None:
-    status: dict[str, Any] | None = lake.read_json(dataset, hour, STATUS_FILE)
-    return status
-
-
-def materialized_totals(
-    lake: Lake, window: HourWindow, dataset: str = SPEND_LOGS_DATASET
-) -> dict[datetime, SourceTotals]:
-    """Rows and exact spend of each hour as last materialized, from the status files."""
-    totals = {}
-    for hour in window.hours():
-        status = read_hour_status(lake, dataset, hour)
-        if status is not None:
-            totals[hour] = SourceTotals(int(status["rows"]), Decimal(status["spend"]))
-    return totals
-
-
 @dataclass(frozen=True)
 class CheckSettings:
     spend_tolerance: Decimal = Decimal("1e-9")
@@ -156,8 +126,14 @@ def extract_to_lake(
     lake: Lake,
     dataset: str = SPEND_LOGS_DATASET,
     settings: CheckSettings | None = None,
+    *,
+    source: str,
 ) -> list[HourSummary]:
-    """Write every hour of ``window`` to the lake (or quarantine), checked and summarized."""
+    """Write every hour of ``window`` to the lake (or quarantine), checked and summarized.
+
+    Each hour's spend-log piece of its record is written after its file. An hour whose record
+    already holds a newer snapshot than ``extraction``'s is left as it is (``summary.stale``).
+    """
     settings = settings or CheckSettings()
     hours = list(window.hours())
     summaries = [HourSummary(hour) for hour in hours]
@@ -185,11 +161,30 @@ def extract_to_lake(
                 empty = SourceTotals(0, Decimal(0))
                 summary.outcomes = checker.finish(extraction.source_totals.get(hour, empty))
             summary.exact_spend = checker.lake_totals.spend
-            if summary.held_back:
+            existing = read_record(lake, hour).spend_logs
+            summary.stale = newer_snapshot(existing, extraction.snapshot)
+            if summary.stale is not None:
+                writer.destination = None
+            elif summary.held_back:
                 writer.destination = quarantine_dataset(dataset)
+        if summary.stale is not None:
+            continue
+        destination = writer.destination or dataset
         summary.path = lake.hour_file(dataset, hour).replace(
-            lake.hour_folder(dataset, hour), lake.hour_folder(writer.destination, hour)
+            lake.hour_folder(dataset, hour), lake.hour_folder(destination, hour)
         )
         summary.bytes = lake.file_size(summary.path)
-        lake.write_json(dataset, hour, STATUS_FILE, hour_status(summary))
+        write_piece(
+            lake,
+            hour,
+            SpendLogPiece(
+                source=source,
+                snapshot=extraction.snapshot,
+                extracted_at=datetime.now(UTC),
+                rows=summary.rows,
+                spend=summary.exact_spend,
+                held_back=summary.held_back,
+                verdicts=tuple(Verdict.of(outcome) for outcome in summary.outcomes),
+            ),
+        )
     return summaries

@@ -1,24 +1,23 @@
 """CloudZero line items and billing drops: each checked hour of spend, sent exactly once."""
 
 import hashlib
-import json
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cz_pipeline.defs.check_results import check_result
-from cz_pipeline.defs.hour_status import held_reason
 from cz_pipeline.defs.litellm.assets import SPEND_LOGS
 from cz_pipeline.defs.metadata import run_window
 from cz_pipeline.defs.partitions import hourly_partitions
 from cz_pipeline.defs.resources import CheckThresholdsResource, CloudZeroResource, LakeResource
 from cz_pipeline.lib import cbf_checks
 from cz_pipeline.lib.cbf import (
+    TAG_PREFIX,
     Grain,
     build_line_items,
     line_item_cost,
@@ -27,20 +26,28 @@ from cz_pipeline.lib.cbf import (
     mapping_doc,
 )
 from cz_pipeline.lib.checks import CheckOutcome, held_back
-from cz_pipeline.lib.cloudzero import CloudZeroError, render_bodies
-from cz_pipeline.lib.hours import parse_partition_key, partition_key
+from cz_pipeline.lib.cloudzero import CloudZeroError, HourReceipt, month_of, render_bodies
+from cz_pipeline.lib.hour_record import (
+    NEVER_READ,
+    DeliveryPiece,
+    DeliveryState,
+    HourRecord,
+    LineItemPiece,
+    Verdict,
+    newer_snapshot,
+    read_record,
+    read_records,
+    write_piece,
+)
+from cz_pipeline.lib.hours import month_window, partition_key
 from cz_pipeline.lib.lake import Lake
+from cz_pipeline.lib.line_item_lake import LINE_ITEMS_DATASET, known_tags, month_line_item_counts
 from cz_pipeline.lib.settings import Settings
-from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, STATUS_FILE, quarantine_dataset
+from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, quarantine_dataset
 
-LINE_ITEMS_DATASET = "cloudzero_line_items"
-UPLOADS_DATASET = "cloudzero_uploads"
 OUTBOX_DATASET = "cloudzero_outbox"
 LINE_ITEMS = dg.AssetKey(LINE_ITEMS_DATASET)
 BILLING_DROPS = dg.AssetKey("cloudzero_billing_drops")
-RECEIPT_FILE = "receipt.json"
-TAG_REGISTRY = "_resource_tags.parquet"
-MONTH_LEDGER = "_rows_per_hour.json"
 
 LINE_ITEM_CHECK_DESCRIPTIONS = {
     cbf_checks.CBF_CONTRACT: "Every value a string, cost and usage plain decimals, only known "
@@ -78,18 +85,22 @@ def _line_item_columns(grain: Grain) -> dg.TableSchema:
 # The grain the code location was loaded with (CZ_CBF_GRAIN), for definition-level metadata.
 _LOADED_GRAIN = Grain.parse(Settings.from_env().grain)
 
-RECEIPT_COLUMNS = dg.TableSchema(
+DELIVERY_COLUMNS = dg.TableSchema(
     columns=[
-        dg.TableColumn("hour", "string", "The UTC hour sent."),
-        dg.TableColumn("month", "string", "The billing month of the drop (the hour's UTC month)."),
         dg.TableColumn(
-            "delivered", "bool", "CloudZero accepted every chunk (or the dry run wrote them)."
+            "state",
+            "string",
+            "sending (before the first chunk; a crash leaves it), delivered (every chunk "
+            "accepted), dry_run (written to the outbox), failed (with the error), or, not "
+            "stored, held_back / stale (a newer LiteLLM snapshot was already sent).",
         ),
         dg.TableColumn("dry_run", "bool", "Bodies went to the outbox, not to CloudZero."),
+        dg.TableColumn("snapshot", "string", "The LiteLLM snapshot the hour was read from."),
+        dg.TableColumn("cost", "string", "Exact cost/cost sent."),
+        dg.TableColumn("placeholder", "bool", "A zero-cost row cleared an emptied hour."),
         dg.TableColumn("drop_ids", "list<string>", "CloudZero's billing drop ids."),
         dg.TableColumn("rows", "int", "Line items sent."),
         dg.TableColumn("bytes", "int", "Request body bytes sent."),
-        dg.TableColumn("chunks", "int", "Bodies: the first replace_hourly, the rest sum."),
         dg.TableColumn("requests", "int", "HTTP requests, retries included."),
         dg.TableColumn("attempts", "int", "Attempts at the whole hour."),
         dg.TableColumn("body_sha256", "list<string>", "sha256 of each body, for audits."),
@@ -97,54 +108,31 @@ RECEIPT_COLUMNS = dg.TableSchema(
 )
 
 
-def _read_registry(lake: Lake) -> pa.Table:
-    content = lake.read_dataset_bytes(LINE_ITEMS_DATASET, TAG_REGISTRY)
-    if content is None:
-        return pa.table({"resource/id": pa.array([], pa.string())})
-    return pq.read_table(pa.BufferReader(content))
-
-
-def _write_registry(lake: Lake, registry: pa.Table) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(registry, sink, compression="zstd")
-    lake.write_dataset_bytes(LINE_ITEMS_DATASET, TAG_REGISTRY, sink.getvalue().to_pybytes())
-
-
-def _month_rows(lake: Lake, month: str) -> dict[datetime, int]:
-    """Line items per hour of a month so far, from its ledger (read once per run and month)."""
-    content = lake.read_dataset_bytes(LINE_ITEMS_DATASET, f"{month}{MONTH_LEDGER}")
-    ledger: dict[str, int] = json.loads(content) if content else {}
-    return {parse_partition_key(key): rows for key, rows in ledger.items()}
-
-
-def _write_month_rows(lake: Lake, month: str, ledger: dict[datetime, int]) -> None:
-    by_key = {partition_key(hour): rows for hour, rows in ledger.items()}
-    content = json.dumps(by_key, sort_keys=True).encode()
-    lake.write_dataset_bytes(LINE_ITEMS_DATASET, f"{month}{MONTH_LEDGER}", content)
-
-
-def _status(
-    hour: datetime, outcomes: Sequence[CheckOutcome], rows: int, held: str | None
-) -> dict[str, Any]:
-    failed = [o for o in outcomes if not o.passed]
-    return {
-        "hour": partition_key(hour),
-        "held_back": held is not None or held_back(outcomes),
-        "rows": rows,
-        "failed_checks": [
-            {"check": "upstream", "severity": "ERROR", "reason": held, "offending_request_ids": []}
-        ]
-        if held
-        else [
-            {
-                "check": o.check,
-                "severity": o.severity,
-                "reason": o.reason,
-                "offending_request_ids": list(o.offending_request_ids),
-            }
-            for o in failed
-        ],
-    }
+def _write_line_item_piece(
+    lake: Lake,
+    hour: datetime,
+    record: HourRecord,
+    rows: int = 0,
+    cost: Decimal = Decimal(0),
+    outcomes: Sequence[CheckOutcome] = (),
+    held_because: str = "",
+) -> None:
+    spend_logs = record.spend_logs
+    write_piece(
+        lake,
+        hour,
+        LineItemPiece(
+            snapshot=spend_logs.snapshot if spend_logs else NEVER_READ,
+            built_at=datetime.now(UTC),
+            source_rows=spend_logs.rows if spend_logs else 0,
+            source_spend=spend_logs.spend if spend_logs else Decimal(0),
+            rows=rows,
+            cost=cost,
+            held_back=bool(held_because) or held_back(outcomes),
+            held_because=held_because,
+            verdicts=tuple(Verdict.of(outcome) for outcome in outcomes),
+        ),
+    )
 
 
 @dg.asset(
@@ -183,33 +171,42 @@ def cloudzero_line_items(
     the_lake = lake.build()
     grain = cloudzero.line_item_grain()
     tolerance = Decimal(check_thresholds.spend_tolerance)
-    registry = _read_registry(the_lake)
+    hours = list(window.hours())
+    records = read_records(the_lake, hours)
+    tag_columns = [name for name in line_item_schema(grain).names if name.startswith(TAG_PREFIX)]
+    registry = known_tags(the_lake, tag_columns, skip=hours)
     ledgers: dict[str, dict[datetime, int]] = {}
     outcomes_by_check: dict[str, list[CheckOutcome]] = {n: [] for n in cbf_checks.LINE_ITEM_CHECKS}
     lineage = _column_lineage(grain)
-    for hour in window.hours():
-        upstream = held_reason(the_lake, SPEND_LOGS_DATASET, hour)
+    for hour in hours:
+        key = partition_key(hour)
+        record = records[hour]
         month = f"{hour:%Y-%m}"
         if month not in ledgers:
-            ledgers[month] = _month_rows(the_lake, month)
+            month_records = read_records(the_lake, month_window(hour).hours())
+            ledgers[month] = month_line_item_counts(month_records)
         ledger = ledgers[month]
+        upstream = record.spend_logs_hold()
         if upstream is not None:
-            the_lake.write_json(
-                LINE_ITEMS_DATASET, hour, STATUS_FILE, _status(hour, [], 0, upstream)
-            )
+            _write_line_item_piece(the_lake, hour, record, held_because=upstream)
             context.add_asset_metadata(
                 {"dagster/row_count": 0, "held_back": True, "held_because": upstream},
-                partition_key=partition_key(hour),
+                partition_key=key,
             )
-            context.log.error(f"{partition_key(hour)} held back: {upstream}")
+            context.log.error(f"{key} held back: {upstream}")
+            continue
+        assert record.spend_logs is not None
+        stale = newer_snapshot(read_record(the_lake, hour).line_items, record.spend_logs.snapshot)
+        if stale is not None:
+            context.log.warning(f"{key} {stale}")
+            context.add_asset_metadata({"stale": stale}, partition_key=key)
             continue
         spend_logs = the_lake.read_hour(SPEND_LOGS_DATASET, hour)
-        spend_status = the_lake.read_json(SPEND_LOGS_DATASET, hour, STATUS_FILE)
         items = build_line_items(spend_logs, grain)
         ledger[hour] = items.num_rows
         outcomes = [
             cbf_checks.cbf_contract(hour, items),
-            cbf_checks.cost_conserved(hour, items, Decimal(spend_status["spend"]), tolerance),
+            cbf_checks.cost_conserved(hour, items, record.spend_logs.spend, tolerance),
             cbf_checks.tags_constant_per_resource(hour, items, registry),
             cbf_checks.monthly_row_budget(hour, ledger),
         ]
@@ -220,24 +217,20 @@ def cloudzero_line_items(
         written = the_lake.write_hour(dataset, hour, items)
         if not held:
             registry = cbf_checks.merge_known_tags(registry, items)
-        the_lake.write_json(
-            LINE_ITEMS_DATASET, hour, STATUS_FILE, _status(hour, outcomes, items.num_rows, None)
-        )
         cost = line_item_cost(items)
+        _write_line_item_piece(the_lake, hour, record, items.num_rows, cost, outcomes)
         context.add_asset_metadata(
             {
                 "dagster/row_count": items.num_rows,
                 "dagster/column_lineage": lineage,
                 "cost": str(cost),
                 "held_back": held,
+                "snapshot": record.spend_logs.snapshot.isoformat(),
                 "path": dg.MetadataValue.path(the_lake.display_path(written.path)),
                 "file_bytes": written.bytes,
             },
-            partition_key=partition_key(hour),
+            partition_key=key,
         )
-    _write_registry(the_lake, registry)
-    for month, ledger in ledgers.items():
-        _write_month_rows(the_lake, month, ledger)
     results = [
         check_result(name, outcomes, asset_key=LINE_ITEMS)
         for name, outcomes in outcomes_by_check.items()
@@ -256,24 +249,44 @@ def cloudzero_line_items(
     return dg.MaterializeResult(check_results=results)
 
 
-def _dry_run(lake: Lake, hour: datetime, items: pa.Table, max_body_bytes: int) -> dict[str, Any]:
+def _dry_run(lake: Lake, hour: datetime, items: pa.Table, max_body_bytes: int) -> HourReceipt:
+    """Write the exact bodies an upload would send to the outbox (none for ``items`` None)."""
     bodies = render_bodies(hour, items, max_body_bytes)
     names = [f"body-{number:03d}.json" for number in range(1, len(bodies) + 1)]
     for name, body in zip(names, bodies, strict=True):
         lake.write_bytes(OUTBOX_DATASET, hour, name, body)
     # A longer earlier render of this hour must not leave bodies that would not be sent.
     lake.remove_hour_files(OUTBOX_DATASET, hour, keep=set(names), pattern="body-*.json")
+    return HourReceipt(
+        hour=hour,
+        month=month_of(hour),
+        drop_ids=(),
+        rows=items.num_rows,
+        bytes=sum(len(b) for b in bodies),
+        chunks=len(bodies),
+        attempts=0,
+        requests=0,
+        body_sha256=tuple(hashlib.sha256(b).hexdigest() for b in bodies),
+        row_counts=(),
+        placeholder=items.num_rows == 0,
+        max_body_bytes=max_body_bytes,
+    )
+
+
+def _delivery_metadata(piece: DeliveryPiece) -> dict[str, Any]:
     return {
-        "hour": hour.isoformat(),
-        "month": f"{hour:%Y-%m}",
-        "dry_run": True,
-        "drop_ids": [],
-        "rows": items.num_rows,
-        "bytes": sum(len(b) for b in bodies),
-        "chunks": len(bodies),
-        "attempts": 0,
-        "requests": 0,
-        "body_sha256": [hashlib.sha256(b).hexdigest() for b in bodies],
+        "state": piece.state,
+        "delivered": piece.state == "delivered",
+        "dry_run": piece.dry_run,
+        "snapshot": piece.snapshot.isoformat(),
+        "cost": str(piece.cost),
+        "placeholder": piece.placeholder,
+        "drop_ids": ", ".join(piece.drop_ids),
+        "dagster/row_count": piece.rows,
+        "bytes": piece.bytes,
+        "requests": piece.requests,
+        "attempts": piece.attempts,
+        "body_sha256": ", ".join(piece.body_sha256),
     }
 
 
@@ -285,7 +298,7 @@ def _dry_run(lake: Lake, hour: datetime, items: pa.Table, max_body_bytes: int) -
     backfill_policy=dg.BackfillPolicy.single_run(),
     owners=["team:finops-data"],
     kinds={"python", "cloudzero"},
-    metadata={"dagster/column_schema": RECEIPT_COLUMNS},
+    metadata={"dagster/column_schema": DELIVERY_COLUMNS},
     pool="cloudzero_api",
     code_version="1",
 )
@@ -294,58 +307,94 @@ def cloudzero_billing_drops(
 ) -> dg.MaterializeResult:
     """Each checked hour sent to CloudZero's AnyCost Stream API with ``replace_hourly``.
 
-    Re-sending an hour replaces it, never adds to it; an hour that is now empty is cleared with
-    a zero-cost placeholder row. Requests go one at a time. Receipts (drop ids, body sha256) go
-    to ``<CZ_LAKE_URL>/cloudzero_uploads/``. Without CLOUDZERO_API_KEY and
-    CLOUDZERO_CONNECTION_ID this is a dry run: the exact bodies go to
-    ``<CZ_LAKE_URL>/cloudzero_outbox/`` instead.
+    Re-sending an hour replaces it, never adds to it. An hour that is now empty is cleared with a
+    zero-cost placeholder row when CloudZero may hold cost for it; a quiet hour sent for the
+    first time sends nothing. Requests go one at a time, and (holding the ``cloudzero_api``
+    pool) each hour's delivery record is read first: an hour already sent from a newer LiteLLM
+    snapshot is skipped as stale. The record says ``sending`` before the first chunk and
+    ``delivered`` after the last. Without CLOUDZERO_API_KEY and CLOUDZERO_CONNECTION_ID this is
+    a dry run: the exact bodies go to ``<CZ_LAKE_URL>/cloudzero_outbox/`` instead.
     """
     window = run_window(context)
     the_lake = lake.build()
-    if cloudzero.dry_run:
+    dry_run = cloudzero.dry_run
+    if dry_run:
         context.log.warning(
             "dry run: CLOUDZERO_API_KEY and CLOUDZERO_CONNECTION_ID are not set, so the "
             f"exact request bodies go to {the_lake.url}/{OUTBOX_DATASET}/ instead of CloudZero"
         )
-    client = None if cloudzero.dry_run else cloudzero.client()
+    client = None if dry_run else cloudzero.client()
     try:
         for hour in window.hours():
             key = partition_key(hour)
-            held = held_reason(the_lake, LINE_ITEMS_DATASET, hour)
+            record = read_record(the_lake, hour)
+            held = record.line_items_hold()
             if held is not None:
-                the_lake.write_json(UPLOADS_DATASET, hour, RECEIPT_FILE, {"held_back": held})
                 context.add_asset_metadata(
-                    {"delivered": False, "held_because": held}, partition_key=key
+                    {"state": "held_back", "delivered": False, "held_because": held},
+                    partition_key=key,
+                )
+                continue
+            assert record.line_items is not None
+            built = record.line_items
+            stale = newer_snapshot(record.delivery, built.snapshot)
+            if stale is not None:
+                context.log.warning(f"{key} {stale}")
+                context.add_asset_metadata(
+                    {"state": "stale", "delivered": False, "stale": stale}, partition_key=key
                 )
                 continue
             items = the_lake.read_hour(LINE_ITEMS_DATASET, hour)
-            if client is None:
-                receipt = _dry_run(the_lake, hour, items, cloudzero.max_body_bytes)
-            else:
-                try:
-                    receipt = client.send_hour(hour, items).to_metadata()
-                except CloudZeroError as error:
-                    if error.status in (401, 403, 404):
-                        raise dg.Failure(
-                            f"CloudZero refused the upload of {key}: {error}"
-                        ) from None
-                    context.log.error(f"{key} not delivered: {error}")
-                    receipt = {"delivered": False, "error": str(error)}
-            receipt["delivered"] = receipt.get("delivered", True)
-            the_lake.write_json(UPLOADS_DATASET, hour, RECEIPT_FILE, receipt)
-            context.add_asset_metadata(
-                {
-                    "delivered": receipt["delivered"],
-                    "dry_run": client is None,
-                    "drop_ids": ", ".join(receipt.get("drop_ids", [])),
-                    "dagster/row_count": int(receipt.get("rows", 0)),
-                    "bytes": int(receipt.get("bytes", 0)),
-                    "requests": int(receipt.get("requests", 0)),
-                    "attempts": int(receipt.get("attempts", 0)),
-                    "body_sha256": ", ".join(receipt.get("body_sha256", [])),
-                },
-                partition_key=key,
+            ahead = DeliveryPiece(
+                state="sending",
+                dry_run=dry_run,
+                snapshot=built.snapshot,
+                written_at=datetime.now(UTC),
+                run_id=context.run.run_id,
+                source_rows=built.source_rows,
+                source_spend=built.source_spend,
+                rows=items.num_rows,
+                cost=built.cost,
+                placeholder=items.num_rows == 0,
             )
+            done_state: DeliveryState = "dry_run" if dry_run else "delivered"
+            if not items.num_rows and not record.cloudzero_may_hold_data(dry_run):
+                # Nothing was ever sent for this quiet hour: nothing to clear, nothing to send.
+                if dry_run:
+                    the_lake.remove_hour_files(OUTBOX_DATASET, hour, set(), "body-*.json")
+                done = replace(ahead, state=done_state, placeholder=False)
+                write_piece(the_lake, hour, done)
+                context.add_asset_metadata(_delivery_metadata(done), partition_key=key)
+                continue
+            write_piece(the_lake, hour, ahead)
+            try:
+                if client is None:
+                    receipt = _dry_run(the_lake, hour, items, cloudzero.max_body_bytes)
+                else:
+                    receipt = client.send_hour(hour, items)
+            except CloudZeroError as error:
+                failed = replace(ahead, state="failed", error=str(error))
+                write_piece(the_lake, hour, failed)
+                if error.status in (401, 403, 404):
+                    raise dg.Failure(f"CloudZero refused the upload of {key}: {error}") from None
+                context.log.error(f"{key} not delivered: {error}")
+                context.add_asset_metadata(
+                    {**_delivery_metadata(failed), "error": str(error)}, partition_key=key
+                )
+                continue
+            done = replace(
+                ahead,
+                state=done_state,
+                written_at=datetime.now(UTC),
+                drop_ids=receipt.drop_ids,
+                chunks=receipt.chunks,
+                bytes=receipt.bytes,
+                requests=receipt.requests,
+                attempts=receipt.attempts,
+                body_sha256=receipt.body_sha256,
+            )
+            write_piece(the_lake, hour, done)
+            context.add_asset_metadata(_delivery_metadata(done), partition_key=key)
     finally:
         if client is not None:
             client.close()

@@ -1,6 +1,7 @@
 """The spend-log lake: LiteLLM's requests of each UTC hour as typed, privacy-safe Parquet."""
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -36,7 +37,7 @@ HOUR_CHECK_DESCRIPTIONS = {
 }
 
 
-def _hour_metadata(summary: HourSummary, lake_path: str) -> dict[str, Any]:
+def _hour_metadata(summary: HourSummary, lake_path: str, snapshot: datetime) -> dict[str, Any]:
     failed = [o.check for o in summary.outcomes if not o.passed]
     return {
         "dagster/row_count": summary.rows,
@@ -51,6 +52,7 @@ def _hour_metadata(summary: HourSummary, lake_path: str) -> dict[str, Any]:
         "file_bytes": summary.bytes,
         "held_back": summary.held_back,
         "failed_checks": ", ".join(failed),
+        "snapshot": snapshot.isoformat(),
     }
 
 
@@ -95,20 +97,31 @@ def litellm_spend_logs(
     context.log.info(f"extracting {window} from the {source.name} source")
     extraction = source.extract(window)
     summaries = extract_to_lake(
-        extraction, window, the_lake, settings=check_thresholds.hour_check_settings()
+        extraction,
+        window,
+        the_lake,
+        settings=check_thresholds.hour_check_settings(),
+        source=source.name,
     )
     for note in extraction.notes:
         context.log.info(note)
     for summary in summaries:
+        if summary.stale is not None:
+            context.log.warning(f"{summary.partition_key} {summary.stale}")
+            context.add_asset_metadata(
+                {"stale": summary.stale, "snapshot": extraction.snapshot.isoformat()},
+                partition_key=summary.partition_key,
+            )
+            continue
         context.add_asset_metadata(
-            _hour_metadata(summary, the_lake.display_path(summary.path)),
+            _hour_metadata(summary, the_lake.display_path(summary.path), extraction.snapshot),
             partition_key=summary.partition_key,
         )
         for outcome in summary.outcomes:
             if outcome.blocking:
                 context.log.error(f"held back: {outcome.check}: {outcome.reason}")
     total_rows = sum(s.rows for s in summaries)
-    held = [s.partition_key for s in summaries if s.held_back]
+    held = [s.partition_key for s in summaries if s.held_back and s.stale is None]
     context.log.info(
         f"wrote {len(summaries)} hours, {total_rows:,} requests to {the_lake.url}"
         + (f"; held back: {', '.join(held)}" if held else "")

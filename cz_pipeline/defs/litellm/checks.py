@@ -20,15 +20,11 @@ from cz_pipeline.defs.resources import (
     SpendLogSourceResource,
 )
 from cz_pipeline.lib import checks
+from cz_pipeline.lib.hour_record import read_records
 from cz_pipeline.lib.hours import HOUR, HourWindow, floor_hour, parse_partition_key
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline.lib.sources.base import DailySpendSource, HourlyTotalsSource
-from cz_pipeline.lib.spend_log_lake import (
-    SPEND_LOGS_DATASET,
-    materialized_totals,
-    quarantine_dataset,
-    read_hour_status,
-)
+from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, quarantine_dataset
 from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
 
 _DAILY_COLUMNS = ["api_key", "model", "provider", "spend", "status", "start_time"]
@@ -66,7 +62,11 @@ def late_rows(
     if not isinstance(source, HourlyTotalsSource):
         return _skipped(checks.LATE_ROWS, f"the {source.name} source cannot count rows per hour")
     window = lookback_window(datetime.now(UTC), check_thresholds.late_rows_lookback_hours)
-    materialized = materialized_totals(lake.build(), window)
+    materialized = {
+        hour: record.spend_logs.totals
+        for hour, record in read_records(lake.build(), window.hours()).items()
+        if record.spend_logs is not None
+    }
     if not materialized:
         return _skipped(checks.LATE_ROWS, f"no hour of {window} is materialized yet")
     outcome = checks.late_rows(
@@ -88,12 +88,12 @@ def _lake_day(lake: Lake, day: date) -> pa.Table:
     """The day's extracted rows, held-back hours included: this compares LiteLLM with itself."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     tables = [LAKE_SCHEMA.empty_table().select(_DAILY_COLUMNS)]
-    for hour in HourWindow(start, start + timedelta(days=1)).hours():
-        status = read_hour_status(lake, SPEND_LOGS_DATASET, hour)
-        if status is None:
+    records = read_records(lake, HourWindow(start, start + timedelta(days=1)).hours())
+    for hour, record in records.items():
+        if record.spend_logs is None:
             continue
         dataset = SPEND_LOGS_DATASET
-        if status["held_back"]:
+        if record.spend_logs.held_back:
             dataset = quarantine_dataset(SPEND_LOGS_DATASET)
         tables.append(
             lake.read_hour(dataset, hour, columns=_DAILY_COLUMNS, dataset_file=SPEND_LOGS_DATASET)
