@@ -26,7 +26,7 @@ from cz_pipeline.lib.hour_record import (
 )
 from cz_pipeline.lib.hours import HOUR
 from cz_pipeline.lib.lake import Lake
-from cz_pipeline.lib.sync import drift, drifts
+from cz_pipeline.lib.sync import drift, drifts, fingerprint
 
 HOUR_0 = datetime(2026, 11, 30, 23, tzinfo=UTC)
 SNAPSHOT = datetime(2026, 12, 1, 0, 5, 1, 123456, tzinfo=UTC)
@@ -184,3 +184,13 @@ def test_hours_after_the_newest_one_worked_on_are_left_to_the_schedule() -> None
     source[hours[1]] = SOURCE
     found = drifts(records, source, dry_run=False, tolerance=Decimal(0))
     assert [d.hour for d in found] == [hours[0]]
+
+
+def test_the_run_key_fingerprint_changes_with_the_source_the_records_or_a_failed_run() -> None:
+    record = HourRecord(HOUR_0, SPEND_LOGS, LINE_ITEMS, DELIVERED)
+    base = fingerprint([record], {HOUR_0: SOURCE})
+    assert fingerprint([record], {HOUR_0: SOURCE}) == base
+    assert fingerprint([record], {HOUR_0: SourceTotals(3, SOURCE.spend)}) != base
+    crashed = replace(record, delivery=replace(DELIVERED, state="sending"))
+    assert fingerprint([crashed], {HOUR_0: SOURCE}) != base
+    assert fingerprint([record], {HOUR_0: SOURCE}, also="failed-run-id") != base

@@ -74,6 +74,19 @@ def _hours_in_flight(instance: dg.DagsterInstance) -> set[datetime]:
     return hours
 
 
+def _last_failed_run(instance: dg.DagsterInstance) -> str:
+    """The newest failed run of the job: a run killed before it wrote anything changes no
+    record, so its hours' run keys must change once it has failed, or they would never rerun."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=litellm_to_cloudzero.name,
+            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+        ),
+        limit=1,
+    )
+    return runs[0].run_id if runs else ""
+
+
 @dg.sensor(
     name="cloudzero_sync_sensor",
     job=litellm_to_cloudzero,
@@ -122,10 +135,10 @@ def cloudzero_sync_sensor(
     for d in to_run:
         context.log.info(f"{partition_key(d.hour)}: {d.reason}")
     requests = []
+    last_failure = _last_failed_run(context.instance)
     for first, last in blocks(d.hour for d in to_run):
         block = [records[h] for h in HourWindow(first, last + HOUR).hours()]
-        key = (
-            f"sync:{partition_key(first)}...{partition_key(last)}:{fingerprint(block, source_now)}"
-        )
+        state = fingerprint(block, source_now, also=last_failure)
+        key = f"sync:{partition_key(first)}...{partition_key(last)}:{state}"
         requests.append(range_request(first, last, key))
     return dg.SensorResult(run_requests=requests)

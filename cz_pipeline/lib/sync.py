@@ -108,10 +108,13 @@ def blocks(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
     return out
 
 
-def fingerprint(records: Iterable[HourRecord], source_now: Mapping[datetime, SourceTotals]) -> str:
-    """Changes whenever LiteLLM's totals or any stage's record of these hours change: the same
-    hours in the same state ask for the same run, so a tick never launches it twice."""
-    digest = hashlib.sha256()
+def fingerprint(
+    records: Iterable[HourRecord], source_now: Mapping[datetime, SourceTotals], also: str = ""
+) -> str:
+    """Changes whenever LiteLLM's totals or any stage's record of these hours change (or
+    ``also``): the same hours in the same state ask for the same run, so a tick never launches
+    it twice."""
+    digest = hashlib.sha256(also.encode())
     for record in records:
         source = source_now.get(record.hour, NO_ROWS)
         stamps = [
