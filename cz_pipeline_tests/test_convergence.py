@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -34,7 +35,7 @@ from cz_pipeline.defs.resources import (
     SpendLogSourceResource,
 )
 from cz_pipeline.lib.cloudzero import hour_text
-from cz_pipeline.lib.hour_record import read_record
+from cz_pipeline.lib.hour_record import read_record, write_piece
 from cz_pipeline.lib.hours import HOUR, HourWindow, floor_hour, partition_key
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline.lib.sources.litellm_postgres import LiteLLMPostgresSource
@@ -259,3 +260,25 @@ def test_an_older_snapshot_never_replaces_a_newer_one(litellm: str, tmp_path: Pa
         metadata["cloudzero_billing_drops"][key]["snapshot"]
         > (metadata["litellm_spend_logs"][key]["snapshot"])
     )
+
+
+def test_an_upload_older_than_what_cloudzero_holds_is_skipped(litellm: str, tmp_path: Path) -> None:
+    """The upload step's own guard: the hour's delivery came from a newer snapshot than the line
+    items this run is about to send (a newer run delivered in between)."""
+    hour, key = HOURS[0], partition_key(HOURS[0])
+    lake = Lake(str(tmp_path))
+    with FakeCloudZero(API_KEY, CONNECTION_ID) as fake:
+        assert run(litellm, tmp_path, fake, key, key)
+        delivered = read_record(lake, hour).delivery
+        assert delivered is not None
+        newer = replace(delivered, snapshot=datetime.now(UTC) + HOUR, run_id="a-newer-run")
+        write_piece(lake, hour, newer)
+        posts = len(fake.posts())
+        success, metadata = run_hours(str(tmp_path), litellm, key, key, cloudzero(fake))
+        assert len(fake.posts()) == posts
+    assert success
+    drop = metadata["cloudzero_billing_drops"][key]
+    assert drop["state"] == "stale"
+    assert drop["delivered"] is False
+    assert drop["stale"].startswith("stale: this run read LiteLLM's snapshot of")
+    assert read_record(lake, hour).delivery == newer
