@@ -30,7 +30,7 @@ from cz_pipeline.lib.checks import CheckOutcome, held_back
 from cz_pipeline.lib.cloudzero import CloudZeroError, render_bodies
 from cz_pipeline.lib.hours import parse_partition_key, partition_key
 from cz_pipeline.lib.lake import Lake
-from cz_pipeline.lib.settings import Settings
+from cz_pipeline.lib.settings import load_settings
 from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, STATUS_FILE, quarantine_dataset
 
 LINE_ITEMS_DATASET = "cloudzero_line_items"
@@ -76,7 +76,7 @@ def _line_item_columns(grain: Grain) -> dg.TableSchema:
 
 
 # The grain the code location was loaded with (CZ_CBF_GRAIN), for definition-level metadata.
-_LOADED_GRAIN = Grain.parse(Settings.from_env().grain)
+_LOADED_GRAIN = Grain.parse(load_settings().grain)
 
 RECEIPT_COLUMNS = dg.TableSchema(
     columns=[
@@ -302,12 +302,13 @@ def cloudzero_billing_drops(
     """
     window = run_window(context)
     the_lake = lake.build()
-    if cloudzero.dry_run:
+    dry_run_reason = cloudzero.dry_run_reason()
+    if dry_run_reason is not None:
         context.log.warning(
-            "dry run: CLOUDZERO_API_KEY and CLOUDZERO_CONNECTION_ID are not set, so the "
-            f"exact request bodies go to {the_lake.url}/{OUTBOX_DATASET}/ instead of CloudZero"
+            f"dry run: {dry_run_reason}, so the exact request bodies go to "
+            f"{the_lake.url}/{OUTBOX_DATASET}/ instead of CloudZero"
         )
-    client = None if cloudzero.dry_run else cloudzero.client()
+    client = None if dry_run_reason is not None else cloudzero.client()
     try:
         for hour in window.hours():
             key = partition_key(hour)
