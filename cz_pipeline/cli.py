@@ -25,6 +25,11 @@ telemetry:
 concurrency:
   pools:
     default_limit: 1
+# With `dagster dev`, a run whose worker died is marked failed and the slots it held are freed.
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+  free_slots_after_run_end_seconds: 60
 """
 
 
