@@ -7,9 +7,10 @@ from decimal import Decimal
 import dagster as dg
 
 from cz_pipeline.lib.cbf import DEFAULT_GRAIN, Grain
-from cz_pipeline.lib.cloudzero import DEFAULT_API_URL, DEFAULT_MAX_BODY_BYTES, CloudZeroClient
+from cz_pipeline.lib.cloudzero import DEFAULT_MAX_BODY_BYTES, CloudZeroClient
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline.lib.settings import (
+    DEFAULT_CLOUDZERO_API_URL,
     Settings,
     SettingsError,
     clean_secret,
@@ -85,7 +86,7 @@ class CloudZeroResource(dg.ConfigurableResource):
     """CloudZero's AnyCost Stream connection; a dry run when both variables are unset or
     ``CZ_DRY_RUN=true``. Half a configuration fails every run that uses it, at its start."""
 
-    api_url: str = DEFAULT_API_URL
+    api_url: str = DEFAULT_CLOUDZERO_API_URL
     api_key: str | None = None
     connection_id: str | None = None
     dry_run_requested: bool = False
@@ -112,12 +113,13 @@ class CloudZeroResource(dg.ConfigurableResource):
         return self.dry_run_reason() is not None
 
     def client(self) -> CloudZeroClient:
+        """The upload client of a run that is not a dry run."""
         api_key = _secret("CLOUDZERO_API_KEY", self.api_key)
         connection_id = _secret("CLOUDZERO_CONNECTION_ID", self.connection_id)
-        if self.dry_run_reason() is not None or not (api_key and connection_id):
-            raise dg.Failure("this run is a dry run: it has no CloudZero client")
+        if self.dry_run_requested or not (api_key and connection_id):
+            raise dg.Failure(f"no CloudZero client in a dry run: {self.dry_run_reason()}")
         return CloudZeroClient(
-            _secret("CLOUDZERO_API_URL", self.api_url) or DEFAULT_API_URL,
+            _secret("CLOUDZERO_API_URL", self.api_url) or DEFAULT_CLOUDZERO_API_URL,
             api_key,
             connection_id,
             max_body_bytes=self.max_body_bytes,

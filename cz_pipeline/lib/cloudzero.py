@@ -52,7 +52,6 @@ from cz_pipeline.lib.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.cloudzero.com"
 DEFAULT_MAX_BODY_BYTES = 4_500_000
 MIN_BODY_BYTES = 2_048
 """Below this a 413 re-split gives up: one line item is far smaller, so CloudZero is not
