@@ -25,6 +25,11 @@ telemetry:
 concurrency:
   pools:
     default_limit: 1
+# With `dagster dev`, a run whose worker died is marked failed and the slots it held are freed.
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 30
+  free_slots_after_run_end_seconds: 60
 """
 
 
@@ -102,9 +107,9 @@ def run_days(days: int, now: datetime) -> list[DayResult]:
 
 
 def print_summary(results: Sequence[DayResult]) -> None:
-    from cz_pipeline.lib.settings import Settings
+    from cz_pipeline.lib.settings import cloudzero_dry_run_reason, load_settings
 
-    settings = Settings.from_env()
+    settings = load_settings()
     print()
     print(f"{'day':<12}{'hours':>6}{'requests':>12}{'spend (USD)':>16}")
     for r in results:
@@ -115,12 +120,17 @@ def print_summary(results: Sequence[DayResult]) -> None:
     )
     print()
     print(f"source: {settings.source}    lake: {settings.lake_url}")
-    if os.environ.get("CLOUDZERO_API_KEY") and os.environ.get("CLOUDZERO_CONNECTION_ID"):
-        print(f"CloudZero: sent to connection {os.environ['CLOUDZERO_CONNECTION_ID']}")
+    dry_run_reason = cloudzero_dry_run_reason(
+        "CLOUDZERO_API_KEY" in settings.secrets_set,
+        settings.cloudzero_connection_id is not None,
+        dry_run_requested=settings.dry_run_requested,
+    )
+    if dry_run_reason is None:
+        print(f"CloudZero: sent to connection {settings.cloudzero_connection_id}")
     else:
         print(
-            "CloudZero: dry run (CLOUDZERO_API_KEY and CLOUDZERO_CONNECTION_ID not set); the "
-            f"exact request bodies are in {settings.lake_url}/cloudzero_outbox/"
+            f"CloudZero: dry run ({dry_run_reason}); the exact request bodies are in "
+            f"{settings.lake_url}/cloudzero_outbox/"
         )
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
     print("Open the UI on these runs with:")

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from cz_pipeline import pool_wait
+
+pool_wait.install()
+
 
 @functools.cache
 def _build() -> dg.Definitions:

@@ -190,12 +190,12 @@ def test_cost_strings_are_plain_exact_decimals(spends: list[float], expected: st
     assert items["cost/cost"].to_pylist() == [expected]
 
 
-@pytest.mark.parametrize("bad", [float("nan"), -0.01, 1.2345e-35, 5e-324, float("inf"), 1e40])
+@pytest.mark.parametrize("bad", [float("nan"), -0.01, float("inf"), 1e20, 1e40])
 def test_unrepresentable_or_invalid_spend_raises(bad: float) -> None:
     lake = lake_table([{"spend": 0.1}, {"spend": bad}])
-    with pytest.raises(ValueError, match="spend"):
+    with pytest.raises(ValueError, match=r"spend|summed exactly"):
         build_line_items(lake, DEFAULT_GRAIN)
-    with pytest.raises(ValueError, match="spend"):
+    with pytest.raises(ValueError, match=r"spend|summed exactly"):
         decimal_sum_of_spend(lake)
 
 

@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -28,7 +27,6 @@ from cz_pipeline.lib.checks import (
     SourceTotals,
     blocking_failures,
     daily_reconciliation,
-    decimal_sum,
     differences_markdown,
     held_back,
     late_rows,
@@ -97,48 +95,6 @@ def totals_of(rows: Sequence[dict[str, Any]]) -> SourceTotals:
 
 def only_failures(outcomes: dict[str, CheckOutcome]) -> set[str]:
     return {name for name, o in outcomes.items() if not o.passed}
-
-
-# --- decimal_sum ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "value", [2.5e-08, 1e-12, 0.1, 1234.5678, 0.1 + 0.2, 0.0030850000000000005, 1e-19, -0.1]
-)
-def test_decimal_sum_takes_each_float_as_its_shortest_text(value: float) -> None:
-    assert decimal_sum(pa.array([value])) == Decimal(repr(value))
-
-
-def test_decimal_sum_is_exact_over_many_magnitudes_and_chunks() -> None:
-    rng = np.random.default_rng(7)
-    values = rng.uniform(1, 10, 20_000) * 10.0 ** rng.integers(-24, 12, 20_000)
-    chunked = pa.chunked_array([values[:7_000], values[7_000:]])
-    with localcontext(prec=200):  # the default 28 digits would round the oracle itself
-        expected = sum((Decimal(repr(v)) for v in values.tolist()), Decimal(0))
-    assert decimal_sum(chunked) == expected
-    assert float(expected) != 0.0
-
-
-def test_decimal_sum_skips_nulls_and_is_zero_when_empty() -> None:
-    assert decimal_sum(pa.array([0.1, None, 0.2])) == Decimal("0.3")
-    assert decimal_sum(pa.array([], pa.float64())) == 0
-    assert decimal_sum(pa.array([None], pa.float64())) == 0
-
-
-def test_decimal_sum_rounds_only_below_1e_24() -> None:
-    assert decimal_sum(pa.array([1.5e-30, 1.0])) == Decimal("1.0000000000000000000000000000015")
-    assert decimal_sum(pa.array([5e-324])) == 0
-
-
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e20])
-def test_decimal_sum_refuses_values_without_an_exact_sum(value: float) -> None:
-    with pytest.raises(ValueError, match="cannot be summed exactly"):
-        decimal_sum(pa.array([0.1, value]))
-
-
-def test_decimal_sum_wants_float64() -> None:
-    with pytest.raises(TypeError, match="float64"):
-        decimal_sum(pa.array([1, 2]))
 
 
 # --- the clean hour -------------------------------------------------------------------------

@@ -38,11 +38,11 @@ from cz_pipeline.defs.resources import (
     LakeResource,
     SpendLogSourceResource,
 )
-from cz_pipeline.lib.checks import decimal_sum
 from cz_pipeline.lib.cloudzero import EMPTY_HOUR_RESOURCE_ID, hour_text, render_bodies
 from cz_pipeline.lib.hour_record import read_record
 from cz_pipeline.lib.hours import HOUR, HourWindow, partition_key
 from cz_pipeline.lib.lake import Lake
+from cz_pipeline.lib.money import money_sum
 from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET
 from cz_pipeline.lib.synthetic import write_to_postgres
 from cz_pipeline_tests.conftest import ADMIN_URL
@@ -166,7 +166,7 @@ def lake_spend(lake_dir: Path, hours: list[datetime]) -> dict[str, Decimal]:
         spend_logs = read_record(lake, hour).spend_logs
         assert spend_logs is not None
         from_status = spend_logs.spend
-        from_parquet = decimal_sum(
+        from_parquet = money_sum(
             lake.read_hour(SPEND_LOGS_DATASET, hour, columns=["spend"])["spend"]
         )
         assert from_status == from_parquet, partition_key(hour)

@@ -294,7 +294,9 @@ def test_gives_up_after_max_attempts() -> None:
     with FakeLiteLLM(rows_at([HOUR_10]), MASTER_KEY) as fake:
         fake.fail_next(status=503, times=10, detail="upstream database is down")
         source = make_source(fake, max_attempts=3)
-        with pytest.raises(SourceError, match="failed GET /spend/logs/v2 3 times") as failure:
+        with pytest.raises(
+            SourceError, match="failed GET /spend/logs/v2: gave up after 3 attempts"
+        ) as failure:
             read(source, HourWindow.for_hour(HOUR_10))
 
         assert "HTTP 503: upstream database is down" in str(failure.value)

@@ -1,7 +1,6 @@
 """When the job runs by itself: yesterday's hours every night, and every hour CloudZero holds
 differently from LiteLLM (late rows, crashes, stale sends)."""
 
-import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -18,10 +17,10 @@ from cz_pipeline.defs.resources import (
 )
 from cz_pipeline.lib.hour_record import read_records
 from cz_pipeline.lib.hours import HOUR, HourWindow, floor_hour, partition_key
+from cz_pipeline.lib.settings import load_settings
 from cz_pipeline.lib.sources.base import HourlyTotalsSource
 from cz_pipeline.lib.sync import blocks, drifts, fingerprint
 
-DAILY_CRON = os.environ.get("CZ_DAILY_SCHEDULE_CRON", "0 2 * * *")
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 PARTITION = "dagster/partition"
@@ -49,7 +48,7 @@ def yesterday(scheduled: datetime) -> tuple[datetime, datetime]:
 @dg.schedule(
     name="daily_litellm_to_cloudzero",
     job=litellm_to_cloudzero,
-    cron_schedule=DAILY_CRON,
+    cron_schedule=load_settings().daily_schedule_cron,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every night (CZ_DAILY_SCHEDULE_CRON, default 02:00 UTC), yesterday's 24 hours "

@@ -7,9 +7,16 @@ from decimal import Decimal
 import dagster as dg
 
 from cz_pipeline.lib.cbf import DEFAULT_GRAIN, Grain
-from cz_pipeline.lib.cloudzero import DEFAULT_API_URL, DEFAULT_MAX_BODY_BYTES, CloudZeroClient
+from cz_pipeline.lib.cloudzero import DEFAULT_MAX_BODY_BYTES, CloudZeroClient
 from cz_pipeline.lib.lake import Lake
-from cz_pipeline.lib.settings import Settings
+from cz_pipeline.lib.settings import (
+    DEFAULT_CLOUDZERO_API_URL,
+    Settings,
+    SettingsError,
+    clean_secret,
+    cloudzero_dry_run_reason,
+    load_settings,
+)
 from cz_pipeline.lib.sources.base import SpendLogSource
 from cz_pipeline.lib.spend_log_lake import CheckSettings
 
@@ -29,17 +36,18 @@ class SpendLogSourceResource(dg.ConfigurableResource):
         if self.kind == "postgres":
             from cz_pipeline.lib.sources.litellm_postgres import LiteLLMPostgresSource
 
-            if not self.database_url:
+            database_url = _secret("LITELLM_DATABASE_URL", self.database_url)
+            if not database_url:
                 raise dg.Failure("CZ_SOURCE=postgres needs LITELLM_DATABASE_URL")
-            return LiteLLMPostgresSource(
-                self.database_url, statement_timeout_s=self.statement_timeout_s
-            )
+            return LiteLLMPostgresSource(database_url, statement_timeout_s=self.statement_timeout_s)
         if self.kind == "api":
             from cz_pipeline.lib.sources.litellm_api import LiteLLMApiSource
 
-            if not (self.api_base and self.api_key):
+            api_base = _secret("LITELLM_API_BASE", self.api_base)
+            api_key = _secret("LITELLM_API_KEY", self.api_key)
+            if not (api_base and api_key):
                 raise dg.Failure("CZ_SOURCE=api needs LITELLM_API_BASE and LITELLM_API_KEY")
-            return LiteLLMApiSource(self.api_base, self.api_key)
+            return LiteLLMApiSource(api_base, api_key)
         from cz_pipeline.lib.sources.synthetic import SyntheticSource
 
         return SyntheticSource(self.synthetic_rows_per_hour, self.synthetic_seed)
@@ -66,27 +74,54 @@ class CheckThresholdsResource(dg.ConfigurableResource):
         return CheckSettings(Decimal(self.spend_tolerance), self.unpriced_share_threshold)
 
 
-class CloudZeroResource(dg.ConfigurableResource):
-    """CloudZero's AnyCost Stream connection; without a key and connection id, a dry run."""
+def _secret(name: str, value: str | None) -> str | None:
+    """A key or URL as the pipeline uses it (stripped), or a Failure naming the variable."""
+    try:
+        return clean_secret(name, value)
+    except SettingsError as error:
+        raise dg.Failure(str(error)) from None
 
-    api_url: str = DEFAULT_API_URL
+
+class CloudZeroResource(dg.ConfigurableResource):
+    """CloudZero's AnyCost Stream connection; a dry run when both variables are unset or
+    ``CZ_DRY_RUN=true``. Half a configuration fails every run that uses it, at its start."""
+
+    api_url: str = DEFAULT_CLOUDZERO_API_URL
     api_key: str | None = None
     connection_id: str | None = None
+    dry_run_requested: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     grain: str = DEFAULT_GRAIN.to_spec()
     backoff_base: float = 1.0
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.dry_run_reason()  # refuse half a configuration before any step does work
+
+    def dry_run_reason(self) -> str | None:
+        """Why this run's uploads go to the outbox, or None when they go to CloudZero."""
+        try:
+            return cloudzero_dry_run_reason(
+                bool(clean_secret("CLOUDZERO_API_KEY", self.api_key)),
+                bool(clean_secret("CLOUDZERO_CONNECTION_ID", self.connection_id)),
+                dry_run_requested=self.dry_run_requested,
+            )
+        except SettingsError as error:
+            raise dg.Failure(str(error)) from None
+
     @property
     def dry_run(self) -> bool:
-        return not (self.api_key and self.connection_id)
+        return self.dry_run_reason() is not None
 
     def client(self) -> CloudZeroClient:
-        if not (self.api_key and self.connection_id):
-            raise dg.Failure("CLOUDZERO_API_KEY and CLOUDZERO_CONNECTION_ID are not both set")
+        """The upload client of a run that is not a dry run."""
+        api_key = _secret("CLOUDZERO_API_KEY", self.api_key)
+        connection_id = _secret("CLOUDZERO_CONNECTION_ID", self.connection_id)
+        if self.dry_run_requested or not (api_key and connection_id):
+            raise dg.Failure(f"no CloudZero client in a dry run: {self.dry_run_reason()}")
         return CloudZeroClient(
-            self.api_url,
-            self.api_key,
-            self.connection_id,
+            _secret("CLOUDZERO_API_URL", self.api_url) or DEFAULT_CLOUDZERO_API_URL,
+            api_key,
+            connection_id,
             max_body_bytes=self.max_body_bytes,
             backoff_base=self.backoff_base,
         )
@@ -95,25 +130,26 @@ class CloudZeroResource(dg.ConfigurableResource):
         return Grain.parse(self.grain)
 
 
-def _env_or_none(name: str, env: dict[str, str]) -> dg.EnvVar | None:
-    return dg.EnvVar(name) if env.get(name) else None
+def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The resources of ``settings``; secrets as ``EnvVar``, resolved only when a run starts."""
 
+    def secret(name: str) -> dg.EnvVar | None:
+        return dg.EnvVar(name) if name in settings.secrets_set else None
 
-def resources_from_env(env: dict[str, str]) -> dict[str, dg.ConfigurableResource]:
-    settings = Settings.from_env(env)
     return {
         "spend_log_source": SpendLogSourceResource(
             kind=settings.source,
-            database_url=_env_or_none("LITELLM_DATABASE_URL", env),
-            api_base=env.get("LITELLM_API_BASE") or None,
-            api_key=_env_or_none("LITELLM_API_KEY", env),
+            database_url=secret("LITELLM_DATABASE_URL"),
+            api_base=settings.litellm_api_base,
+            api_key=secret("LITELLM_API_KEY"),
             synthetic_rows_per_hour=settings.synthetic_rows_per_hour,
         ),
         "lake": LakeResource(url=settings.lake_url),
         "cloudzero": CloudZeroResource(
-            api_url=env.get("CLOUDZERO_API_URL") or DEFAULT_API_URL,
-            api_key=_env_or_none("CLOUDZERO_API_KEY", env),
-            connection_id=env.get("CLOUDZERO_CONNECTION_ID") or None,
+            api_url=settings.cloudzero_api_url,
+            api_key=secret("CLOUDZERO_API_KEY"),
+            connection_id=settings.cloudzero_connection_id,
+            dry_run_requested=settings.dry_run_requested,
             grain=settings.grain,
         ),
         "check_thresholds": CheckThresholdsResource(
@@ -127,6 +163,4 @@ def resources_from_env(env: dict[str, str]) -> dict[str, dg.ConfigurableResource
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    import os
-
-    return dg.Definitions(resources=resources_from_env(dict(os.environ)))
+    return dg.Definitions(resources=resources_from_settings(load_settings()))

@@ -5,11 +5,10 @@ string exactly as it goes on the wire (see ``cloudzero_api.md`` §3.3/§4), so t
 serialises. Decisions, each tied to the contract:
 
 * ``cost/cost`` is the exact decimal sum of ``spend``. Each float64 goes through its shortest
-  round-trip repr (Arrow's float->string cast) into ``decimal256(76, 38)`` and is summed there,
-  never in float; the result is printed as a plain decimal (``^\\d+(\\.\\d+)?$``, §3.3/§4) with
-  trailing zeros stripped. A spend whose shortest repr needs more than 38 decimal places (only
-  values below 1e-22 USD can), one of 1e38 or more, a negative one or a NaN raises: nothing is
-  rounded away silently.
+  round-trip repr into exact decimals by the one money rule of :mod:`cz_pipeline.lib.money`
+  (the checks use the same) and is summed there, never in float; the result is printed as a
+  plain decimal (``^\\d+(\\.\\d+)?$``, §3.3/§4) with trailing zeros stripped. A negative spend
+  or one the money rule cannot sum raises; no cost is ever rounded to 0.
 * ``usage/amount`` is the sum over requests of ``max(total_tokens, prompt_tokens +
   completion_tokens)``: embeddings report total 0 with prompt 10, and some providers report a
   total above prompt + completion; the max loses neither (``usage/units`` = ``tokens``).
@@ -42,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cz_pipeline.lib.hours import floor_hour
+from cz_pipeline.lib.money import MONEY_DECIMAL, money_decimals
 
 # ---------------------------------------------------------------------------------------------
 # Constants of the mapping
@@ -65,8 +65,7 @@ NOT_SPLIT = "all"  # segment/attribute value when the grain does not split by th
 MISSING = "unknown"  # segment value when the dimension's value is empty
 API_KEY_PREFIX_CHARS = 12
 
-COST_DECIMAL = pa.decimal256(76, 38)
-"""38 integer and 38 fractional digits: every shortest float repr from 1e-22 up holds exactly."""
+COST_DECIMAL = MONEY_DECIMAL
 
 TIME_COLUMN = "time/usage_start"
 COST_COLUMN = "cost/cost"
@@ -311,28 +310,16 @@ MAPPING_DOC: list[tuple[str, str, str]] = mapping_doc(DEFAULT_GRAIN)
 
 
 def spend_decimals(spend: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """float64 spend -> ``decimal256(76, 38)`` through the shortest round-trip repr, exactly.
+    """float64 spend -> exact decimals by the one money rule (:mod:`cz_pipeline.lib.money`).
 
-    Each distinct value is converted once (LiteLLM costs repeat a lot: tokens x price) and
-    taken back to the rows. Raises ``ValueError`` on NaN, infinities, negatives or values that
-    do not fit exactly; a null spend counts as 0.
+    Raises ``ValueError`` on NaN, infinities, negatives or values the rule cannot sum; a null
+    spend counts as 0.
     """
-    values = spend.combine_chunks() if isinstance(spend, pa.ChunkedArray) else spend
-    encoded = pc.dictionary_encode(pc.fill_null(values, 0.0))
-    distinct = encoded.dictionary
-    if pc.any(pc.is_nan(distinct)).as_py():
-        raise ValueError("spend contains NaN")
-    low = pc.min(distinct).as_py()
+    values = pc.fill_null(spend, 0.0)
+    low = pc.min(values).as_py()
     if low is not None and low < 0:
         raise ValueError(f"spend contains a negative value ({low!r}); LiteLLM spend is never < 0")
-    try:
-        exact = pc.cast(pc.cast(distinct, pa.string()), COST_DECIMAL)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ValueError(
-            f"spend value not representable exactly as {COST_DECIMAL} "
-            f"(needs more than 38 decimal places, is 1e38 or more, or is infinite): {exc}"
-        ) from exc
-    return pc.take(exact, encoded.indices)
+    return money_decimals(values)
 
 
 def decimal_sum_of_spend(lake: pa.Table) -> Decimal:

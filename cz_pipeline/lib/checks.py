@@ -12,13 +12,12 @@ Plain Python over Arrow, no Dagster: the ``defs`` layer turns each :class:`Check
   which LiteLLM maintains separately and which therefore exposes LiteLLM's own losses (rows dropped
   on a duplicate provider ``request_id``) and double counting.
 
-Money is compared as exact decimals (:func:`decimal_sum`), never as float sums whose result
+Money is compared as exact decimals (:mod:`cz_pipeline.lib.money`), never as float sums whose result
 depends on batch boundaries and summation order.
 """
 
 from __future__ import annotations
 
-import decimal
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cz_pipeline.lib.hours import HOUR, as_utc, floor_hour, partition_key
+from cz_pipeline.lib.money import EXACT as _EXACT
+from cz_pipeline.lib.money import MAX_MONEY as MAX_SUMMABLE_SPEND
+from cz_pipeline.lib.money import MONEY_DECIMAL as SPEND_DECIMAL
+from cz_pipeline.lib.money import exact_money as _summable
+from cz_pipeline.lib.money import money_decimals as _spend_decimals
+from cz_pipeline.lib.money import money_sum
+from cz_pipeline.lib.money import plain as _plain
 from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
 
 Severity = Literal["ERROR", "WARN"]
@@ -85,18 +91,6 @@ TOKEN_COLUMNS: tuple[str, ...] = (
     "cache_creation_tokens",
 )
 _UNPRICED_COLUMNS = ("status", "spend", "prompt_tokens", "total_tokens", "model")
-
-# Exact decimal sums. A float64's shortest round-trip text has up to 17 significant digits, so a
-# spend of 0.0030850000000000005 needs 19 decimals and 1.2345678901234567e-10 needs 26:
-# decimal128(38, 18) cannot hold real spend values. decimal256(76, 40) holds every value in
-# [1e-24, 1e20) exactly and leaves 16 digits of headroom for the sum (Arrow's decimal sum wraps
-# silently on overflow). Non-zero values below 1e-24 are rounded to 40 decimals (error < 1e-40 per
-# row); values from 1e20 USD up cannot be summed and are reported instead.
-SPEND_DECIMAL = pa.decimal256(76, 40)
-MAX_SUMMABLE_SPEND = 1e20
-_SHORTEST_TEXT_FROM = 1e-24
-# Enough digits that adding and subtracting these sums never rounds (the default context keeps 28).
-_EXACT = decimal.Context(prec=200)
 
 DIFFERENCES_SCHEMA = pa.schema(
     [
@@ -169,15 +163,6 @@ def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
-def _plain(value: Decimal) -> str:
-    """A decimal as plain digits without trailing zeros (0.0000025, not 2.5E-6)."""
-    if not value.is_finite():
-        return str(value)
-    if value.is_zero():
-        return "0"
-    return format(_EXACT.normalize(value), "f")
-
-
 def _signed(value: Decimal) -> str:
     text = _plain(value)
     return text if text.startswith("-") or text == "0" else "+" + text
@@ -213,46 +198,6 @@ def _type_problems(rows: pa.Table, names: Iterable[str]) -> list[str]:
         elif rows.schema.field(name).type != expected:
             problems.append(f"{name} is {rows.schema.field(name).type}, expected {expected}")
     return problems
-
-
-def _summable(spend: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """Spend values :func:`decimal_sum` can add exactly: finite and below 1e20 in magnitude."""
-    return pc.and_kleene(pc.is_finite(spend), pc.less(pc.abs(spend), MAX_SUMMABLE_SPEND))
-
-
-def _spend_decimals(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """Each float64 as the decimal of its shortest round-trip text (what ``repr`` prints).
-
-    The shortest text is the number LiteLLM meant (0.1, not 0.1000000000000000055...), and the
-    one PostgreSQL prints for float8, so lake and source sums agree digit for digit.
-    """
-    magnitude = pc.abs(values)
-    tiny = pc.and_(pc.less(magnitude, _SHORTEST_TEXT_FROM), pc.not_equal(magnitude, 0.0))
-    text = pc.cast(pc.if_else(tiny, 0.0, values), pa.string())
-    exact = pc.cast(text, SPEND_DECIMAL)
-    if _count(tiny):
-        rounded = pc.cast(pc.if_else(tiny, values, 0.0), SPEND_DECIMAL)
-        exact = pc.if_else(tiny, rounded, exact)
-    return exact
-
-
-def decimal_sum(values: pa.Array | pa.ChunkedArray) -> Decimal:
-    """Exact decimal sum of a float64 column, each value taken as its shortest round-trip text.
-
-    Vectorized: float64 -> string -> decimal256(76, 40) -> sum. Nulls are skipped, as SQL's
-    ``sum`` does. Raises ``ValueError`` for NaN, infinities and magnitudes from 1e20 on, which
-    have no meaningful exact sum; non-zero magnitudes below 1e-24 are rounded to 40 decimals.
-    """
-    if values.type != pa.float64():
-        raise TypeError(f"decimal_sum needs float64 values, got {values.type}")
-    bad = _count(pc.invert(_summable(values)))
-    if bad:
-        raise ValueError(
-            f"{_plural(bad, 'value')} cannot be summed exactly (NaN, infinite or "
-            f"magnitude of at least {MAX_SUMMABLE_SPEND:g})"
-        )
-    total = pc.sum(_spend_decimals(values)).as_py()
-    return Decimal(0) if total is None else total
 
 
 def _within(difference: Decimal, tolerance: Decimal) -> bool:
@@ -433,7 +378,7 @@ class HourChecker:
         summable_negative = pc.and_(categories["negative"], _summable(spend))
         negative_spend = pc.filter(spend, pc.fill_null(summable_negative, False))
         self._negative_spend_total = _EXACT.add(
-            self._negative_spend_total, decimal_sum(negative_spend)
+            self._negative_spend_total, money_sum(negative_spend)
         )
         self._keep_ids(SPEND_AND_TOKENS_VALID, rows, invalid)
 
@@ -443,7 +388,7 @@ class HourChecker:
         spend = rows.column("spend")
         summable = _summable(spend)
         self._unsummable += _count(pc.invert(summable))
-        self._spend = _EXACT.add(self._spend, decimal_sum(pc.filter(spend, summable)))
+        self._spend = _EXACT.add(self._spend, money_sum(pc.filter(spend, summable)))
 
     def _add_unpriced(self, rows: pa.Table) -> None:
         if not self._readable(UNPRICED_TRAFFIC, rows, _UNPRICED_COLUMNS):
@@ -1025,7 +970,6 @@ __all__ = [
     "SourceTotals",
     "blocking_failures",
     "daily_reconciliation",
-    "decimal_sum",
     "differences_markdown",
     "held_back",
     "late_rows",

@@ -30,9 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, localcontext
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -43,10 +42,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cz_pipeline.lib.hours import as_utc, floor_hour
+from cz_pipeline.lib.http_retry import (
+    TRANSIENT_ERRORS,
+    RetryPolicy,
+    is_transient_status,
+    parse_retry_after,
+)
+from cz_pipeline.lib.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.cloudzero.com"
 DEFAULT_MAX_BODY_BYTES = 4_500_000
 MIN_BODY_BYTES = 2_048
 """Below this a 413 re-split gives up: one line item is far smaller, so CloudZero is not
@@ -61,7 +66,6 @@ COST_COLUMN = "cost/cost"
 EMPTY_HOUR_RESOURCE_ID = "czrn:litellm:all:cross-region:all:llm-usage:no-usage"
 EMPTY_HOUR_DESCRIPTION = "No LiteLLM usage in this hour; sent so replace_hourly clears the hour"
 
-_TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 _MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _CONTROL_CHARS = [chr(c) for c in range(0x20)]
 
@@ -286,24 +290,6 @@ class _TooLargeError(Exception):
     pass
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 # ---------------------------------------------------------------------------------------------
 # Client
 
@@ -331,20 +317,18 @@ class CloudZeroClient:
             raise ValueError("CloudZero API key is empty")
         if not connection_id:
             raise ValueError("CloudZero connection id is empty")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
         if max_body_bytes < MIN_BODY_BYTES:
             raise ValueError(f"max_body_bytes must be at least {MIN_BODY_BYTES}")
         self._api_key = api_key
+        self._redactor = Redactor.of([api_key])
         self.connection_id = connection_id
         self.api_url = api_url.rstrip("/")
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.max_retry_after = max_retry_after
+        self.retry = RetryPolicy(
+            max_attempts, backoff_base, backoff_cap, max_retry_after, rng or random.Random()
+        )
         self.max_body_bytes = max_body_bytes
+        """Shrinks for the rest of the client's life when CloudZero answers 413."""
         self._sleep = sleep
-        self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._drops_path = (
             f"/v2/connections/billing/anycost/{quote(connection_id, safe='')}/billing_drops"
@@ -377,7 +361,7 @@ class CloudZeroClient:
     # -- helpers ------------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]")
+        return self._redactor.text(text)
 
     def _message(self, response: httpx.Response) -> str:
         """CloudZero's error message: ``error.message`` (400) or ``message`` (403/413)."""
@@ -404,55 +388,43 @@ class CloudZeroClient:
             return self._http.request(method, path, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise _RetryableError(f"timeout ({type(exc).__name__})", None, None) from None
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            reason = self._redact(f"connection error ({type(exc).__name__}: {exc})")
+        except TRANSIENT_ERRORS as exc:
+            reason = f"connection error ({self._redactor.error(exc)})"
             raise _RetryableError(reason, None, None) from None
+        except Exception as exc:  # a local fault (e.g. a header httpx refuses): never retried
+            raise CloudZeroError(
+                f"the request could not be sent: {self._redactor.error(exc)}"
+            ) from None
 
     def _classify(self, response: httpx.Response) -> None:
         """Raise :class:`_RetryableError` (429, 5xx, ...) or :class:`_TooLargeError` (413)."""
         status = response.status_code
         if status == 413:
             raise _TooLargeError(self._message(response))
-        if status in _TRANSIENT_STATUSES or status >= 500:
+        if is_transient_status(status):
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raise _RetryableError(f"HTTP {status}: {self._message(response)}", status, retry_after)
-
-    def _delay(self, failures: int, retry_after: float | None) -> float:
-        """Exponential backoff with full jitter; at least what ``Retry-After`` asks."""
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1))
-        delay = self._rng.uniform(0.0, ceiling)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return delay
 
     def _wait_or_give_up(
         self, exc: _RetryableError, failures: int, *, hour: datetime | None, month: str
     ) -> None:
-        if failures >= self.max_attempts:
+        give_up = self.retry.why_give_up(failures, exc.retry_after)
+        if give_up is not None:
             raise CloudZeroError(
-                f"gave up after {failures} attempts; last: {exc.reason}",
+                f"{give_up}; last: {exc.reason}",
                 status=exc.status,
                 hour=hour,
                 month=month,
                 attempts=failures,
             )
-        if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
-            raise CloudZeroError(
-                f"CloudZero asked to retry after {exc.retry_after:.0f} s, more than "
-                f"max_retry_after={self.max_retry_after:.0f} s; last: {exc.reason}",
-                status=exc.status,
-                hour=hour,
-                month=month,
-                attempts=failures,
-            )
-        delay = self._delay(failures, exc.retry_after)
+        delay = self.retry.delay(failures, exc.retry_after)
         where = f"hour {hour:%Y-%m-%dT%H:00Z}" if hour else f"month {month}"
         log.warning(
             "CloudZero %s for %s (attempt %d of %d); retrying in %.2f s",
             exc.reason,
             where,
             failures,
-            self.max_attempts,
+            self.retry.max_attempts,
             delay,
         )
         self._sleep(delay)
@@ -494,8 +466,9 @@ class CloudZeroClient:
         A timeout, dropped connection, 429 (after ``Retry-After``) or 5xx on *any* chunk waits
         (exponential backoff, full jitter) and restarts the hour from chunk 1, so the hour is
         rebuilt from scratch whatever the failed request did. 413 halves the chunk limit and
-        restarts. 408/409/425 count as transient too (409: another writer's request was in
-        flight). Other statuses raise :class:`CloudZeroError` at once with CloudZero's message.
+        restarts, and every later hour this client sends starts from the halved limit.
+        408/409/425 count as transient too (409: another writer's request was in flight).
+        Other statuses raise :class:`CloudZeroError` at once with CloudZero's message.
 
         An hour with no line items is cleared by sending one zero-cost placeholder row
         (:func:`empty_hour_line_items`): §5.3 says an empty ``replace_hourly`` body probably
@@ -539,6 +512,8 @@ class CloudZeroClient:
                             month=month,
                             attempts=attempts,
                         ) from None
+                    # CloudZero's limit does not change between hours: later hours start here.
+                    self.max_body_bytes = limit
                     log.warning(
                         "CloudZero 413 for hour %s; re-splitting with a %d-byte limit",
                         f"{hour:%Y-%m-%dT%H:00Z}",

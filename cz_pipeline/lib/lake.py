@@ -17,6 +17,7 @@ previous good file untouched. How that is achieved depends on the store:
 
 from __future__ import annotations
 
+import glob
 import posixpath
 import tempfile
 import uuid
@@ -24,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import fsspec
@@ -32,12 +33,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from cz_pipeline.lib.hours import hive_path
+from cz_pipeline.lib.hours import as_utc, hive_path
 
 # Per-request ids never repeat, so dictionary-encoding them only costs time; zstd level 1 gives
 # the same file size as level 3 on spend logs at half the write time (bench/README.md).
 _UNIQUE_COLUMNS = frozenset({"request_id", "litellm_call_id", "session_id"})
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
+STALE_TEMPORARY_AFTER = timedelta(minutes=10)
+"""A temporary file unchanged this long belongs to a writer that died: the lake writes a file
+from start to end without pausing, and an hour's Parquet takes seconds, not minutes."""
 
 
 def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
@@ -93,7 +97,12 @@ class _Placement(ABC):
 
 
 class _RenameIntoPlace(_Placement):
-    """Filesystems: a dot-prefixed temporary file beside the final one, renamed over it."""
+    """Filesystems: a dot-prefixed temporary file beside the final one, renamed over it.
+
+    A process killed mid-write leaves its temporary file behind; the next write of the same
+    file removes such leftovers once they have not changed for :data:`STALE_TEMPORARY_AFTER`,
+    so a concurrent writer's file, which is still growing, is never taken from under it.
+    """
 
     @contextmanager
     def staged(self, final: str) -> Iterator[_Staged]:
@@ -113,6 +122,16 @@ class _RenameIntoPlace(_Placement):
             if self.fs.exists(temporary):
                 self.fs.rm(temporary)
             raise
+        self._remove_stale_temporaries(folder, name)
+
+    def _remove_stale_temporaries(self, folder: str, name: str) -> None:
+        stale_before = datetime.now(UTC) - STALE_TEMPORARY_AFTER
+        for path in self.fs.glob(f"{folder}/.{glob.escape(name)}.*.tmp"):
+            try:
+                if as_utc(self.fs.modified(path)) < stale_before:
+                    self.fs.rm(path)
+            except FileNotFoundError:  # another writer finished or cleaned it meanwhile
+                continue
 
 
 class _UploadWhole(_Placement):

@@ -42,7 +42,7 @@ from cz_pipeline.lib.hour_record import (
 from cz_pipeline.lib.hours import month_window, partition_key
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline.lib.line_item_lake import LINE_ITEMS_DATASET, known_tags, month_line_item_counts
-from cz_pipeline.lib.settings import Settings
+from cz_pipeline.lib.settings import load_settings
 from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, quarantine_dataset
 
 OUTBOX_DATASET = "cloudzero_outbox"
@@ -83,7 +83,7 @@ def _line_item_columns(grain: Grain) -> dg.TableSchema:
 
 
 # The grain the code location was loaded with (CZ_CBF_GRAIN), for definition-level metadata.
-_LOADED_GRAIN = Grain.parse(Settings.from_env().grain)
+_LOADED_GRAIN = Grain.parse(load_settings().grain)
 
 DELIVERY_COLUMNS = dg.TableSchema(
     columns=[
@@ -317,11 +317,12 @@ def cloudzero_billing_drops(
     """
     window = run_window(context)
     the_lake = lake.build()
-    dry_run = cloudzero.dry_run
+    dry_run_reason = cloudzero.dry_run_reason()
+    dry_run = dry_run_reason is not None
     if dry_run:
         context.log.warning(
-            "dry run: CLOUDZERO_API_KEY and CLOUDZERO_CONNECTION_ID are not set, so the "
-            f"exact request bodies go to {the_lake.url}/{OUTBOX_DATASET}/ instead of CloudZero"
+            f"dry run: {dry_run_reason}, so the exact request bodies go to "
+            f"{the_lake.url}/{OUTBOX_DATASET}/ instead of CloudZero"
         )
     client = None if dry_run else cloudzero.client()
     try:

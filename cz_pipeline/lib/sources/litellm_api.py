@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -34,6 +33,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cz_pipeline.lib.hours import HOUR, HourWindow, as_utc
+from cz_pipeline.lib.http_retry import (
+    TRANSIENT_ERRORS,
+    RetryPolicy,
+    is_transient_status,
+    parse_retry_after,
+)
+from cz_pipeline.lib.redaction import Redactor
 from cz_pipeline.lib.sources.base import Extraction, SourceError
 from cz_pipeline.lib.spend_log_schema import EXTRACT_SCHEMA, NAIVE_MS
 
@@ -223,8 +229,6 @@ class LiteLLMApiSource:
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         if not api_key:
             raise ValueError("api_key (the LiteLLM master key) is empty")
         if min_split < timedelta(seconds=1):
@@ -233,13 +237,11 @@ class LiteLLMApiSource:
         self._api_key = api_key
         self._page_size = page_size
         self._timeout = timeout
-        self._max_attempts = max_attempts
+        self._retry = RetryPolicy(max_attempts, backoff_base, backoff_max)
+        self._redactor = Redactor.of([api_key], patterns=[_API_KEY_PATTERN])
         self._transport = transport
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
         self._min_split = min_split
         self._sleep = sleep
-        self._random = random.Random()
         self._where = f"LiteLLM API at {_without_credentials(self.base_url)}"
 
     def __repr__(self) -> str:
@@ -438,14 +440,16 @@ class LiteLLMApiSource:
             "sort_order": "asc",
         }
         problem = ""
-        for attempt in range(1, self._max_attempts + 1):
+        failures = 0
+        while True:
+            retry_after = None
             try:
                 response = client.get(SPEND_LOGS_PATH, params=params)
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                problem = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}"
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                reason = f"{type(exc).__name__}: {self._redact(str(exc))}"
-                raise SourceError(f"{self._where} cannot be called: {reason}") from exc
+            except TRANSIENT_ERRORS as exc:
+                problem = self._redactor.error(exc)
+            except Exception as exc:  # a local fault (e.g. a header httpx refuses)
+                reason = self._redactor.error(exc)
+                raise SourceError(f"{self._where} cannot be called: {reason}") from None
             else:
                 status = response.status_code
                 if 200 <= status < 300:
@@ -456,31 +460,31 @@ class LiteLLMApiSource:
                     raise SourceError(
                         f"{self._where} refused the master key (HTTP {status}): {detail}"
                     )
-                if status != 429 and status < 500:
+                if not is_transient_status(status):
                     raise SourceError(
                         f"{self._where} rejected GET {SPEND_LOGS_PATH} (HTTP {status}): {detail}"
                     )
                 problem = f"HTTP {status}: {detail}"
-            if attempt < self._max_attempts:
-                delay = self._random.uniform(
-                    0.0, min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            failures += 1
+            give_up = self._retry.why_give_up(failures, retry_after)
+            if give_up is not None:
+                raise SourceError(
+                    f"{self._where} failed GET {SPEND_LOGS_PATH}: {give_up}; last error: {problem}"
                 )
-                stats.retries += 1
-                log.warning(
-                    "%s: GET %s page %d attempt %d/%d failed (%s); retrying in %.2fs",
-                    self._where,
-                    SPEND_LOGS_PATH,
-                    page,
-                    attempt,
-                    self._max_attempts,
-                    problem,
-                    delay,
-                )
-                self._sleep(delay)
-        raise SourceError(
-            f"{self._where} failed GET {SPEND_LOGS_PATH} {self._max_attempts} times; "
-            f"last error: {problem}"
-        )
+            delay = self._retry.delay(failures, retry_after)
+            stats.retries += 1
+            log.warning(
+                "%s: GET %s page %d attempt %d/%d failed (%s); retrying in %.2fs",
+                self._where,
+                SPEND_LOGS_PATH,
+                page,
+                failures,
+                self._retry.max_attempts,
+                problem,
+                delay,
+            )
+            self._sleep(delay)
 
     def _envelope(self, response: httpx.Response) -> dict[str, Any]:
         try:
@@ -509,7 +513,7 @@ class LiteLLMApiSource:
 
     def _redact(self, text: str) -> str:
         """Scrub the master key, whole or abbreviated (LiteLLM echoes ``sk-...`` in auth errors)."""
-        return _API_KEY_PATTERN.sub("sk-<redacted>", text.replace(self._api_key, "<redacted>"))
+        return self._redactor.text(text)
 
 
 def _unseen(rows: Iterable[Mapping[str, Any]], seen: set[str]) -> list[Mapping[str, Any]]:

@@ -9,7 +9,6 @@ statement timeout, so the pipeline can never write to or stall LiteLLM's databas
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
@@ -22,6 +21,7 @@ import pyarrow as pa
 from cz_pipeline.lib.checks import SourceTotals
 from cz_pipeline.lib.hours import HourWindow, as_utc
 from cz_pipeline.lib.normalize import AliasLookup
+from cz_pipeline.lib.redaction import Redactor
 from cz_pipeline.lib.sources.base import Extraction, SourceError
 from cz_pipeline.lib.spend_log_schema import EXTRACT_SCHEMA, OPTIONAL_SOURCE_COLUMNS
 
@@ -170,13 +170,6 @@ def read_only_url(database_url: str, statement_timeout_ms: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
-def _redact(message: str, database_url: str) -> str:
-    password = urlsplit(database_url).password
-    if password:
-        message = message.replace(password, "***")
-    return re.sub(r"(postgres(?:ql)?://[^:/@]*:)[^@]*@", r"\1***@", message)
-
-
 class LiteLLMPostgresSource:
     """Spend logs from a LiteLLM PostgreSQL database (``LITELLM_DATABASE_URL``)."""
 
@@ -190,6 +183,7 @@ class LiteLLMPostgresSource:
         batch_size_hint_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._database_url = database_url
+        self._redactor = Redactor.of([database_url])
         self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self._batch_size_hint_bytes = batch_size_hint_bytes
 
@@ -202,12 +196,11 @@ class LiteLLMPostgresSource:
         except Exception as error:
             host = urlsplit(self._database_url).hostname
             raise SourceError(
-                f"cannot connect to LiteLLM's database at {host}: "
-                f"{_redact(str(error), self._database_url)}"
+                f"cannot connect to LiteLLM's database at {host}: {self._redactor.error(error)}"
             ) from None
 
     def _fail(self, action: str, error: Exception) -> SourceError:
-        return SourceError(f"{action} failed: {_redact(str(error), self._database_url)}")
+        return SourceError(f"{action} failed: {self._redactor.error(error)}")
 
     def _table_columns(self, cursor: Any, table: str) -> set[str]:
         cursor.execute(
@@ -256,9 +249,9 @@ class LiteLLMPostgresSource:
     def daily_user_spend(self, first_day: date, last_day: date) -> pa.Table:
         """LiteLLM's ``LiteLLM_DailyUserSpend`` rows for UTC days first_day..last_day."""
         with self._connect() as connection, connection.cursor() as cursor:
-            if not self._table_columns(cursor, DAILY_USER_SPEND_TABLE):
-                raise SourceError(f'table "{DAILY_USER_SPEND_TABLE}" not found')
             try:
+                if not self._table_columns(cursor, DAILY_USER_SPEND_TABLE):
+                    raise SourceError(f'table "{DAILY_USER_SPEND_TABLE}" not found')
                 cursor.execute(
                     "SELECT date, api_key, model, custom_llm_provider, spend::float8 AS spend,"
                     " api_requests::bigint AS api_requests"
@@ -266,6 +259,8 @@ class LiteLLMPostgresSource:
                     f" WHERE date >= '{first_day:%Y-%m-%d}' AND date <= '{last_day:%Y-%m-%d}'"
                 )
                 table: pa.Table = cursor.fetch_arrow_table()
+            except SourceError:
+                raise
             except Exception as error:
                 raise self._fail(f"reading {DAILY_USER_SPEND_TABLE}", error) from None
         return table

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from cz_pipeline.lib.checks import SourceTotals, decimal_sum
+from cz_pipeline.lib.checks import SourceTotals
 from cz_pipeline.lib.hours import HourWindow
+from cz_pipeline.lib.money import money_sum
 from cz_pipeline.lib.sources.base import Extraction
 from cz_pipeline.lib.synthetic import generate_extract
 
@@ -41,5 +42,5 @@ class SyntheticSource:
         """Generate hour by hour, recording each hour's totals before yielding its rows."""
         for hour in window.hours():
             table = generate_extract(HourWindow.for_hour(hour), self.rows_per_hour, self.seed)
-            totals[hour] = SourceTotals(table.num_rows, decimal_sum(table["spend"]))
+            totals[hour] = SourceTotals(table.num_rows, money_sum(table["spend"]))
             yield from table.to_batches()
