@@ -14,6 +14,10 @@ from typing import Any
 from cz_pipeline.lib.litellm_tables import SPEND_LOGS, Cursor, quote_columns
 
 SAMPLE_ROWS_PATH = Path(__file__).parent / "data" / "litellm_spend_logs_rows.json"
+ROUTE_ROWS_PATH = Path(__file__).parent / "data" / "litellm_spend_logs_routes_1.108.7.json"
+"""60 rows of one hour (2026-12-02 00:00 UTC) from real provider responses on every common route:
+chat, streaming, ``/v1/responses``, embeddings, Claude on chat, ``/v1/messages`` and the
+``/anthropic`` pass-through (with and without prompt cache), and an unpriced in-house model."""
 
 # jsonb columns of "LiteLLM_SpendLogs"; the JSON file holds them as objects and lists.
 JSONB_COLUMNS = frozenset(
@@ -24,6 +28,12 @@ JSONB_COLUMNS = frozenset(
 def read_sample_rows() -> list[dict[str, Any]]:
     """The 22 real rows, every column, as LiteLLM's database returned them (fresh copies)."""
     rows: list[dict[str, Any]] = json.loads(SAMPLE_ROWS_PATH.read_text())
+    return rows
+
+
+def read_route_rows() -> list[dict[str, Any]]:
+    """The 60 real rows of ``ROUTE_ROWS_PATH``, every column (fresh copies)."""
+    rows: list[dict[str, Any]] = json.loads(ROUTE_ROWS_PATH.read_text())
     return rows
 
 
