@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 
-from cz_pipeline.lib.normalize import AliasLookup, ExtractSchemaError, normalize
+from cz_pipeline.lib.normalize import AliasLookup, ExtractSchemaError, canonical_json, normalize
 from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
 from cz_pipeline_tests.extract_rows import extract_row, extract_table
 
@@ -95,3 +95,21 @@ def test_wrong_columns_are_named() -> None:
     table = table.append_column("messages", pa.array(["secret"]))
     with pytest.raises(ExtractSchemaError, match=r"missing \['spend'\], unexpected \['messages'\]"):
         normalize(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON text
+
+
+def test_json_text_is_one_spelling_whatever_the_source_printed() -> None:
+    texts = ['{"zeta": "z", "a_long_key": 1}', '{"a_long_key":1,"zeta":"z"}', "null", "{oops", None]
+    rows = [extract_row(f"r{i}", T0, spend_logs_metadata=t) for i, t in enumerate(texts)]
+    lake = normalize(extract_table(rows))
+    assert lake.column("spend_logs_metadata").to_pylist() == [
+        '{"a_long_key":1,"zeta":"z"}',
+        '{"a_long_key":1,"zeta":"z"}',
+        None,  # JSON null is no metadata
+        "{oops",  # not JSON: kept as it is, nothing lost
+        None,
+    ]
+    assert canonical_json({"ü": [1.5, None]}) == '{"ü":[1.5,null]}'

@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from cz_pipeline.lib.hours import floor_hour
 from cz_pipeline.lib.models import canonical_model_names
+from cz_pipeline.lib.normalize import canonical_json
 
 # ---------------------------------------------------------------------------------------------
 # Constants of the mapping
@@ -500,7 +501,7 @@ def _json_scalar_text(value: object) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(value)
 
 
 def _metadata_values(column: pa.ChunkedArray, keys: tuple[str, ...]) -> list[pa.Array]:

@@ -1,8 +1,9 @@
 """Turn a source's extract into lake rows: pure, vectorized functions over Arrow.
 
 LiteLLM stores absent values as empty strings, success as NULL status on older rows, cache hits
-as the strings "True"/"False"/"None", and request tags as a JSON list that mixes the caller's
-tags with automatic ``User-Agent:`` tags. The lake holds none of those quirks.
+as the strings "True"/"False"/"None", request tags as a JSON list that mixes the caller's tags
+with automatic ``User-Agent:`` tags. PostgreSQL prints JSON its own way (jsonb:
+``{"zeta": "z", "a_long_key": 1}``), the REST API another. The lake holds none of those quirks.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ _ZERO_IF_NULL = (
     "cache_creation_tokens",
 )
 _RENAMED = {"custom_llm_provider": "provider", "user": "user_id"}
+
+
+def canonical_json(value: object) -> str:
+    """The one text of a JSON value in the lake, whichever source read it: keys sorted, no
+    spaces, non-ASCII as it is. Downstream (e.g. ``meta:<key>`` grain tags) uses it too."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class ExtractSchemaError(ValueError):
@@ -112,6 +119,25 @@ def _split_tags(tags_json: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Arr
     )
 
 
+def _canonical_json_texts(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """JSON texts rewritten by ``canonical_json``, each distinct text parsed once.
+
+    A JSON ``null`` becomes a null; a text that is not JSON is kept as it is (nothing is lost;
+    a grain that needs its keys fails there, naming it)."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    encoded = pc.dictionary_encode(texts)
+    canonical: list[str | None] = []
+    for text in encoded.dictionary.to_pylist():
+        try:
+            value = json.loads(text)
+        except ValueError:
+            canonical.append(text)
+            continue
+        canonical.append(None if value is None else canonical_json(value))
+    return pc.take(pa.array(canonical, pa.string()), encoded.indices)
+
+
 def check_extract_schema(table: pa.Table | pa.RecordBatch) -> None:
     if table.schema.names != EXTRACT_SCHEMA.names:
         missing = sorted(set(EXTRACT_SCHEMA.names) - set(table.schema.names))
@@ -144,6 +170,7 @@ def normalize(extract: pa.Table | pa.RecordBatch, aliases: AliasLookup | None = 
             columns["team_alias"], columns["team_id"], aliases.team_aliases
         )
     columns["request_tags"], columns["user_agent_tags"] = _split_tags(columns["request_tags"])
+    columns["spend_logs_metadata"] = _canonical_json_texts(columns["spend_logs_metadata"])
     for name in ("start_time", "end_time", "created_at"):
         columns[name] = columns[name].cast(LAKE_SCHEMA.field(name).type)
     for old, new in _RENAMED.items():

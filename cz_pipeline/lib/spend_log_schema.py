@@ -109,7 +109,12 @@ LAKE_SCHEMA = pa.schema(
         _field("model_id", pa.string(), "Router deployment id."),
         _field("model_group", pa.string(), "Public model name the client asked for."),
         _field("provider", pa.string(), "LLM provider (custom_llm_provider), e.g. openai."),
-        _field("api_key", pa.string(), "SHA-256 hash of the virtual key (never a raw key)."),
+        _field(
+            "api_key",
+            pa.string(),
+            "SHA-256 hash of the virtual key (never a raw key); litellm_proxy_master_key for "
+            "master-key calls.",
+        ),
         _field("key_alias", pa.string(), "Key alias at request time, else from the key tables."),
         _field("team_id", pa.string(), "Team of the key."),
         _field("team_alias", pa.string(), "Team alias at request time, else from the team table."),
