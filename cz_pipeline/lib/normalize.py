@@ -2,7 +2,8 @@
 
 LiteLLM stores absent values as empty strings, success as NULL status on older rows, cache hits
 as the strings "True"/"False"/"None", request tags as a JSON list that mixes the caller's tags
-with automatic ``User-Agent:`` tags. PostgreSQL prints JSON its own way (jsonb:
+with automatic ``User-Agent:`` tags, and an ``input_cost`` that already contains the cache costs
+listed beside it. PostgreSQL prints JSON its own way (jsonb:
 ``{"zeta": "z", "a_long_key": 1}``), the REST API another. The lake holds none of those quirks.
 """
 
@@ -138,6 +139,63 @@ def _canonical_json_texts(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.take(pa.array(canonical, pa.string()), encoded.indices)
 
 
+def _zero_where(
+    costs: pa.Array | pa.ChunkedArray, known_zero: pa.Array | pa.ChunkedArray
+) -> pa.Array | pa.ChunkedArray:
+    """A missing cost is 0 where it provably is; otherwise it stays missing."""
+    return pc.if_else(pc.and_(pc.is_null(costs), known_zero), 0.0, costs)
+
+
+def _cost_components(
+    columns: dict[str, pa.Array | pa.ChunkedArray],
+) -> dict[str, pa.Array | pa.ChunkedArray]:
+    """LiteLLM's cost breakdown as four parts of spend that never overlap.
+
+    LiteLLM's ``input_cost`` includes ``cache_read_cost`` and ``cache_creation_cost``, so the
+    input part here is what is left of it (floored at 0 against float rounding). A row with a
+    breakdown lists cache costs only when there are some, so an absent one is 0. A row without
+    a breakdown (the ``/anthropic`` pass-through, failures) gets 0 where it is certain: no
+    spend at all, or no tokens of that kind. The rest stays null: splitting spend needs the
+    model's per-token prices, which a row only carries in ``metadata.model_map_information``,
+    and the pipeline never reads that.
+    """
+    tokens_of = {
+        "uncached_input": pc.subtract(
+            columns["prompt_tokens"],
+            pc.add(columns["cache_read_tokens"], columns["cache_creation_tokens"]),
+        ),
+        "completion": columns["completion_tokens"],
+        "cache_read": columns["cache_read_tokens"],
+        "cache_creation": columns["cache_creation_tokens"],
+    }
+    free = pc.equal(pc.fill_null(columns["spend"], -1.0), 0.0)
+
+    def none_of(tokens: str) -> pa.Array | pa.ChunkedArray:
+        return pc.or_(free, pc.less_equal(tokens_of[tokens], 0))
+
+    has_breakdown = pc.is_valid(columns["input_cost"])
+    cache_read = _zero_where(
+        columns["cache_read_cost"], pc.or_(has_breakdown, none_of("cache_read"))
+    )
+    cache_creation = _zero_where(
+        columns["cache_creation_cost"], pc.or_(has_breakdown, none_of("cache_creation"))
+    )
+    uncached_input = pc.max_element_wise(
+        pc.subtract(
+            pc.subtract(columns["input_cost"], pc.fill_null(cache_read, 0.0)),
+            pc.fill_null(cache_creation, 0.0),
+        ),
+        0.0,
+        skip_nulls=False,
+    )
+    return {
+        "uncached_input_cost": _zero_where(uncached_input, none_of("uncached_input")),
+        "output_cost": _zero_where(columns["output_cost"], none_of("completion")),
+        "cache_read_cost": cache_read,
+        "cache_creation_cost": cache_creation,
+    }
+
+
 def check_extract_schema(table: pa.Table | pa.RecordBatch) -> None:
     if table.schema.names != EXTRACT_SCHEMA.names:
         missing = sorted(set(EXTRACT_SCHEMA.names) - set(table.schema.names))
@@ -171,6 +229,7 @@ def normalize(extract: pa.Table | pa.RecordBatch, aliases: AliasLookup | None = 
         )
     columns["request_tags"], columns["user_agent_tags"] = _split_tags(columns["request_tags"])
     columns["spend_logs_metadata"] = _canonical_json_texts(columns["spend_logs_metadata"])
+    columns.update(_cost_components(columns))
     for name in ("start_time", "end_time", "created_at"):
         columns[name] = columns[name].cast(LAKE_SCHEMA.field(name).type)
     for old, new in _RENAMED.items():

@@ -142,10 +142,15 @@ LAKE_SCHEMA = pa.schema(
             "Prompt-cache write tokens (0 if none).",
             required=True,
         ),
-        _field("input_cost", pa.float64(), "Input part of spend, USD (cost breakdown)."),
-        _field("output_cost", pa.float64(), "Output part of spend, USD (cost breakdown)."),
-        _field("cache_read_cost", pa.float64(), "Cache read part of spend, USD."),
-        _field("cache_creation_cost", pa.float64(), "Cache write part of spend, USD."),
+        _field(
+            "uncached_input_cost",
+            pa.float64(),
+            "Input tokens not read from or written to the prompt cache, USD. The four cost "
+            "columns are disjoint parts of spend; null when LiteLLM gave no breakdown.",
+        ),
+        _field("output_cost", pa.float64(), "Output part of spend, USD."),
+        _field("cache_read_cost", pa.float64(), "Prompt-cache read part of spend, USD."),
+        _field("cache_creation_cost", pa.float64(), "Prompt-cache write part of spend, USD."),
         _field("cache_hit", pa.bool_(), "Answered from LiteLLM's cache; null when unknown."),
         _field(
             "request_tags",
