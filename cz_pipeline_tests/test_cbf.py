@@ -592,7 +592,8 @@ def test_a_changed_mapping_rule_makes_new_resources_and_never_relabels_old_ones(
 
 
 @pytest.mark.parametrize(
-    "grain", [DEFAULT_GRAIN, Grain.parse("model,end_user,tag:feature,meta:job")]
+    "grain",
+    [DEFAULT_GRAIN, Grain.parse("model,model_raw,end_user,tag:feature,meta:job")],
 )
 def test_lineage_and_mapping_doc_cover_every_column(grain: Grain) -> None:
     lineage = line_item_lineage(grain)

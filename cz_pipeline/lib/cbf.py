@@ -274,6 +274,8 @@ def _source_of_tag(working: str, grain: Grain) -> tuple[list[str], str]:
     if working.startswith("__meta_"):
         key = grain.metadata_keys[int(working.removeprefix("__meta_"))]
         return ["spend_logs_metadata"], f"`{key}` of spend_logs_metadata"
+    if working == "model":
+        return [working], "model as LiteLLM logged it"
     if working == MODEL_NAME:
         return list(
             _lake_columns_of(working)
