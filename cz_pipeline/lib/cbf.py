@@ -116,6 +116,21 @@ MODEL_NAME = "model_name"
 _DERIVED_KEYS: dict[str, tuple[str, ...]] = {MODEL_NAME: ("model", "provider")}
 """Working columns computed from lake columns rather than read as they are."""
 
+_TAG_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
+    MODEL_NAME: (
+        _DERIVED_KEYS[MODEL_NAME],
+        "model name, the same on every route (README: Model names)",
+    ),
+    "model": (("model",), "model as LiteLLM logged it"),
+    "api_key": (
+        ("api_key",),
+        f"first {API_KEY_PREFIX_CHARS} hex digits of the key hash, `{MASTER_KEY_LABEL}` for the "
+        "master key",
+    ),
+    "key_alias": (("key_alias", "api_key"), f"key_alias, `{MASTER_KEY_LABEL}` for the master key"),
+}
+"""Tags that are not their lake column as it is: working column -> (lake columns, how)."""
+
 _DIMENSIONS: dict[str, _Dimension] = {
     d.name: d
     for d in (
@@ -274,20 +289,8 @@ def _source_of_tag(working: str, grain: Grain) -> tuple[list[str], str]:
     if working.startswith("__meta_"):
         key = grain.metadata_keys[int(working.removeprefix("__meta_"))]
         return ["spend_logs_metadata"], f"`{key}` of spend_logs_metadata"
-    if working == "model":
-        return [working], "model as LiteLLM logged it"
-    if working == MODEL_NAME:
-        return list(
-            _lake_columns_of(working)
-        ), "model name, the same on every route (README: Model names)"
-    if working == "api_key":
-        return [working], (
-            f"first {API_KEY_PREFIX_CHARS} hex digits of the key hash, `{MASTER_KEY_LABEL}` for "
-            "the master key"
-        )
-    if working == "key_alias":
-        return [working, "api_key"], f"key_alias, `{MASTER_KEY_LABEL}` for the master key"
-    return [working], working
+    columns, how = _TAG_SOURCES.get(working, ((working,), working))
+    return list(columns), how
 
 
 def line_item_lineage(grain: Grain = DEFAULT_GRAIN) -> dict[str, list[str]]:
