@@ -603,11 +603,9 @@ def _descriptions(combos: pa.Table, grain: Grain) -> dict[str, pa.Array]:
         else pa.repeat(pa.scalar(False), n)
     )
     master_label = pc.if_else(master, MASTER_KEY_LABEL, "")
-    out: dict[str, pa.Array] = {"__seg_provider": const(NOT_SPLIT), "__seg_owner": const(NOT_SPLIT)}
-    out["__seg_model"] = const(NOT_SPLIT)
-    out["resource/service"] = const(NOT_SPLIT)
-    out["resource/account"] = const(NOT_SPLIT)
-    out["resource/usage_family"] = const(NOT_SPLIT)
+    segments = ("__seg_provider", "__seg_owner", "__seg_model")
+    attributes = ("resource/service", "resource/account", "resource/usage_family")
+    out: dict[str, pa.Array] = dict.fromkeys((*segments, *attributes), const(NOT_SPLIT))
     if "provider" in dims:
         out["__seg_provider"] = _sanitize_segment(col("provider"))
         out["resource/service"] = _first_nonempty(col("provider"), default=MISSING)
