@@ -31,9 +31,30 @@ def read_sample_rows() -> list[dict[str, Any]]:
     return rows
 
 
+ALIAS_ROWS_PATH = Path(__file__).parent / "data" / "litellm_spend_logs_aliases_1.108.7.json"
+ALIAS_REST_PATH = Path(__file__).parent / "data" / "GET_spend_logs_v2_aliases_1.108.7.json"
+"""6 rows LiteLLM 1.108.7 wrote for issue 11 (``shared/tools/litellm_real_proxy`` with
+``fake_upstream.py``), hour 2026-12-02 02:00 UTC, and ``GET /spend/logs/v2`` returning the same
+rows: Claude Sonnet 4.5 through chat, ``/v1/messages``, the pass-through as
+``claude-sonnet-4-5-20250929`` and as the client's alias ``claude-sonnet-4-5``; gpt-4o with a
+virtual key and with the master key (carrying ``spend_logs_metadata``)."""
+
+
 def read_route_rows() -> list[dict[str, Any]]:
     """The 60 real rows of ``ROUTE_ROWS_PATH``, every column (fresh copies)."""
     rows: list[dict[str, Any]] = json.loads(ROUTE_ROWS_PATH.read_text())
+    return rows
+
+
+def read_alias_rows() -> list[dict[str, Any]]:
+    """The 6 real rows of ``ALIAS_ROWS_PATH``, every column (fresh copies)."""
+    rows: list[dict[str, Any]] = json.loads(ALIAS_ROWS_PATH.read_text())
+    return rows
+
+
+def read_alias_rest_rows() -> list[dict[str, Any]]:
+    """The same 6 rows as ``GET /spend/logs/v2`` returned them."""
+    rows: list[dict[str, Any]] = json.loads(ALIAS_REST_PATH.read_text())["data"]
     return rows
 
 

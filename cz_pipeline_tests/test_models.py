@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from cz_pipeline.lib.models import canonical_model_name, canonical_model_names
-from cz_pipeline_tests.litellm_samples import read_route_rows
+from cz_pipeline_tests.litellm_samples import read_alias_rows, read_route_rows
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_columns_are_named_per_distinct_pair_keeping_rows_and_nulls() -> None:
 
 
 def test_every_route_of_the_real_rows_names_a_model_once() -> None:
-    rows = read_route_rows()
+    rows = read_route_rows() + read_alias_rows()
     names = canonical_model_names(
         pa.array([r["model"] for r in rows]), pa.array([r["custom_llm_provider"] for r in rows])
     ).to_pylist()

@@ -2,15 +2,16 @@
 
 One hour of real rows: OpenAI chat, streaming, ``/v1/responses``, embeddings; Claude Sonnet 4.5
 through ``/v1/chat/completions``, ``/v1/messages`` and the ``/anthropic`` pass-through (spelled
-``anthropic/claude-sonnet-4-5-20250929`` on the first two and ``claude-sonnet-4-5-20250929`` on
-the last); an unpriced in-house model; and the real master-key call moved into the same hour.
-What CloudZero ends up holding is read back from the fake over real HTTP.
+``anthropic/claude-sonnet-4-5-20250929`` on the first two, ``claude-sonnet-4-5-20250929`` on the
+last, and ``claude-sonnet-4-5`` when the client sends the alias); an unpriced in-house model; a
+master-key call. The six rows of the second capture are moved two hours back into the hour of
+the first. What CloudZero ends up holding is read back from the fake over real HTTP.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,22 +27,31 @@ from cz_pipeline.lib.hours import partition_key
 from cz_pipeline.lib.litellm_tables import create_litellm_tables
 from cz_pipeline.lib.models import canonical_model_name
 from cz_pipeline_tests.fakes.cloudzero import FakeCloudZero
-from cz_pipeline_tests.litellm_samples import insert_sample_rows, read_route_rows, read_sample_rows
+from cz_pipeline_tests.litellm_samples import insert_sample_rows, read_alias_rows, read_route_rows
 from cz_pipeline_tests.pipeline_runs import failed_checks, run_job
 
 API_KEY = "czk_TESTSECRET_routes_5e1f"
 CONNECTION_ID = "8a1d2c3e-4b5f-4a6b-9c7d-0e1f2a3b4c5d"
 HOUR = datetime(2026, 12, 2, 0, tzinfo=UTC)
-MASTER_KEY_ROW_START = "2026-12-02T00:56:10.000"
+SECOND_CAPTURE_LAG = timedelta(hours=2)  # its rows are from 02:31, the routes' from 00:52
+TIMESTAMPS = ("startTime", "endTime", "completionStartTime")
 # The in-house model is priced at 0 on purpose: unpriced traffic is not what this test is about.
 UNPRICED_SHARE = 0.5
 
 
+def moved(row: dict[str, Any], by: timedelta) -> dict[str, Any]:
+    """``row`` with its request times (naive UTC text, as LiteLLM stores them) moved ``by``."""
+    times = {
+        name: (datetime.fromisoformat(row[name]) + by).isoformat(timespec="milliseconds")
+        for name in TIMESTAMPS
+        if row.get(name)
+    }
+    return {**row, **times}
+
+
 def rows_of_the_hour() -> list[dict[str, Any]]:
-    """The 60 route rows plus the real master-key row, moved into their hour."""
-    master = next(r for r in read_sample_rows() if r["api_key"] == "litellm_proxy_master_key")
-    master.update(startTime=MASTER_KEY_ROW_START, endTime=MASTER_KEY_ROW_START)
-    return [*read_route_rows(), master]
+    """The 60 route rows plus the 6 rows with the client's alias and the master key."""
+    return [*read_route_rows(), *(moved(r, -SECOND_CAPTURE_LAG) for r in read_alias_rows())]
 
 
 def exact_spend(spends: list[float]) -> Decimal:
@@ -76,7 +86,7 @@ def test_one_model_on_every_route_reaches_cloudzero_under_one_name(
         hour_costs = fake.hour_costs("2026-12")
 
     assert not failed_checks(result) - {"unpriced_traffic"}
-    # Exact per hour: every cent of the 61 rows, once.
+    # Exact per hour: every cent of the 66 rows, once.
     assert hour_costs == {"2026-12-02T00:00:00Z": exact_spend([r["spend"] for r in rows])}
 
     # One usage family per model, whatever the route.
@@ -95,7 +105,8 @@ def test_one_model_on_every_route_reaches_cloudzero_under_one_name(
     assert all(len(ids) == 1 for ids in ids_by_combination.values())
     assert len(ids_by_combination) == len(stored)
 
-    # Claude Sonnet 4.5 of each key: chat, /v1/messages and the pass-through in one line item.
+    # Claude Sonnet 4.5 of each key: chat, /v1/messages and the pass-through in one line item,
+    # whichever way the pass-through's client spelled the model.
     sonnet_rows = [
         r for r in rows if canonical_model_name(r["model"], "anthropic") == "claude-sonnet-4-5"
     ]
@@ -111,6 +122,11 @@ def test_one_model_on_every_route_reaches_cloudzero_under_one_name(
         r[TAG_PREFIX + "api_key_prefix"]: r
         for r in stored
         if r["resource/usage_family"] == "claude-sonnet-4-5"
+    }
+    assert {r["model"] for r in sonnet_rows} == {
+        "anthropic/claude-sonnet-4-5-20250929",
+        "claude-sonnet-4-5-20250929",
+        "claude-sonnet-4-5",
     }
     assert set(sonnet_items) == set(spend_by_key)
     for prefix, item in sonnet_items.items():
