@@ -68,25 +68,30 @@ def canonical_model_names(
 ) -> pa.Array:
     """``canonical_model_name`` for every row, computed once per distinct (model, provider).
 
-    Both columns are dictionary-encoded and each distinct pair is named once, so the cost
-    follows the handful of models an hour holds, not its rows. Nulls read as ``""``.
+    Both columns are dictionary-encoded and each (model, provider) pair that occurs is named
+    once, so the cost follows the handful of models an hour holds, not its rows. Nulls read
+    as ``""``.
     """
-    model_codes = pc.dictionary_encode(_filled(models))
-    provider_codes = pc.dictionary_encode(_filled(providers))
-    model_names = model_codes.dictionary.to_pylist()
-    provider_names = provider_codes.dictionary.to_pylist()
-    width = max(1, len(provider_names))
-    pairs = model_codes.indices.to_numpy().astype(np.int64) * width + (
-        provider_codes.indices.to_numpy().astype(np.int64)
-    )
-    distinct, rows = np.unique(pairs, return_inverse=True)
-    names = [  # one entry per distinct (model, provider), never per row
+    model_codes, model_names = _dictionary_codes(models)
+    provider_codes, provider_names = _dictionary_codes(providers)
+    width = len(provider_names)
+    pairs = model_codes * width + provider_codes
+    present = np.flatnonzero(np.bincount(pairs))
+    names = [  # one entry per (model, provider) that occurs, never per row
         canonical_model_name(model_names[pair // width], provider_names[pair % width])
-        for pair in distinct.tolist()
+        for pair in present.tolist()
     ]
-    return pc.take(pa.array(names, pa.string()), pa.array(rows.reshape(-1)))
+    slot = np.zeros(len(model_names) * width, dtype=np.int64)
+    slot[present] = np.arange(len(present))
+    return pc.take(pa.array(names, pa.string()), pa.array(slot[pairs]))
 
 
-def _filled(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+def _dictionary_codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Each row's index into the column's distinct values; a null points at a final ``""``."""
     array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    return pc.fill_null(pc.cast(array, pa.string()), "")
+    if not pa.types.is_string(array.type):
+        array = pc.cast(array, pa.string())
+    encoded = pc.dictionary_encode(array)
+    distinct = [*encoded.dictionary.to_pylist(), ""]
+    codes = pc.fill_null(encoded.indices, len(distinct) - 1)
+    return codes.to_numpy().astype(np.int64), distinct
