@@ -14,6 +14,10 @@ from typing import Any
 from cz_pipeline.lib.litellm_tables import SPEND_LOGS, Cursor, quote_columns
 
 SAMPLE_ROWS_PATH = Path(__file__).parent / "data" / "litellm_spend_logs_rows.json"
+ROUTE_ROWS_PATH = Path(__file__).parent / "data" / "litellm_spend_logs_routes_1.108.7.json"
+"""60 rows of one hour (2026-12-02 00:00 UTC) from real provider responses on every common route:
+chat, streaming, ``/v1/responses``, embeddings, Claude on chat, ``/v1/messages`` and the
+``/anthropic`` pass-through (with and without prompt cache), and an unpriced in-house model."""
 
 # jsonb columns of "LiteLLM_SpendLogs"; the JSON file holds them as objects and lists.
 JSONB_COLUMNS = frozenset(
@@ -24,6 +28,33 @@ JSONB_COLUMNS = frozenset(
 def read_sample_rows() -> list[dict[str, Any]]:
     """The 22 real rows, every column, as LiteLLM's database returned them (fresh copies)."""
     rows: list[dict[str, Any]] = json.loads(SAMPLE_ROWS_PATH.read_text())
+    return rows
+
+
+ALIAS_ROWS_PATH = Path(__file__).parent / "data" / "litellm_spend_logs_aliases_1.108.7.json"
+ALIAS_REST_PATH = Path(__file__).parent / "data" / "GET_spend_logs_v2_aliases_1.108.7.json"
+"""6 rows LiteLLM 1.108.7 wrote for issue 11 (``shared/tools/litellm_real_proxy`` with
+``fake_upstream.py``), hour 2026-12-02 02:00 UTC, and ``GET /spend/logs/v2`` returning the same
+rows: Claude Sonnet 4.5 through chat, ``/v1/messages``, the pass-through as
+``claude-sonnet-4-5-20250929`` and as the client's alias ``claude-sonnet-4-5``; gpt-4o with a
+virtual key and with the master key (carrying ``spend_logs_metadata``)."""
+
+
+def read_route_rows() -> list[dict[str, Any]]:
+    """The 60 real rows of ``ROUTE_ROWS_PATH``, every column (fresh copies)."""
+    rows: list[dict[str, Any]] = json.loads(ROUTE_ROWS_PATH.read_text())
+    return rows
+
+
+def read_alias_rows() -> list[dict[str, Any]]:
+    """The 6 real rows of ``ALIAS_ROWS_PATH``, every column (fresh copies)."""
+    rows: list[dict[str, Any]] = json.loads(ALIAS_ROWS_PATH.read_text())
+    return rows
+
+
+def read_alias_rest_rows() -> list[dict[str, Any]]:
+    """The same 6 rows as ``GET /spend/logs/v2`` returned them."""
+    rows: list[dict[str, Any]] = json.loads(ALIAS_REST_PATH.read_text())["data"]
     return rows
 
 

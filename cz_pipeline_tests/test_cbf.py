@@ -13,12 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from cz_pipeline.lib import cbf
 from cz_pipeline.lib.cbf import (
     API_KEY_PREFIX_CHARS,
     BASE_COLUMNS,
     DEFAULT_GRAIN,
     LINE_ITEM_LINEAGE,
     MAPPING_DOC,
+    MASTER_KEY,
     NUMBER_PATTERN,
     TAG_KEY_PATTERN,
     TAG_PREFIX,
@@ -32,6 +34,7 @@ from cz_pipeline.lib.cbf import (
     line_item_schema,
     mapping_doc,
 )
+from cz_pipeline.lib.cbf_checks import merge_known_tags, tags_constant_per_resource
 from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
 
 HOUR = datetime(2025, 1, 31, 23, tzinfo=UTC)
@@ -298,9 +301,8 @@ def test_czrns_are_valid_unique_and_stable_for_awkward_models() -> None:
     assert by_model["ft:gpt-4o:org::abc"].startswith(
         "czrn:litellm:bedrock-ai:cross-region:team-1:llm-usage:ft-gpt-4o-org-abc-"
     )
-    assert by_model["bedrock/us.anthropic.claude-3-haiku-20240307-v1:0"].startswith(
-        "czrn:litellm:bedrock-ai:cross-region:team-1:llm-usage:"
-        "bedrock-us-anthropic-claude-3-haiku-20240307-v1-0-"
+    assert by_model["claude-3-haiku"].startswith(  # bedrock/us.anthropic.claude-3-haiku-...
+        "czrn:litellm:bedrock-ai:cross-region:team-1:llm-usage:claude-3-haiku-"
     )
 
     shuffled = lake.take(random.Random(3).sample(range(lake.num_rows), lake.num_rows))
@@ -493,11 +495,105 @@ def test_lake_without_needed_columns_is_rejected() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Attribution: one name per model, the master key, and rule changes
+
+SONNET_ROUTES = [
+    {"call_type": "acompletion", "model": "anthropic/claude-sonnet-4-5-20250929", "spend": 0.1},
+    {
+        "call_type": "anthropic_messages",
+        "model": "anthropic/claude-sonnet-4-5-20250929",
+        "spend": 0.2,
+    },
+    {"call_type": "pass_through_endpoint", "model": "claude-sonnet-4-5-20250929", "spend": 0.4},
+    {"call_type": "acompletion", "model": "anthropic/claude-sonnet-4-5", "spend": 0.8},
+]
+
+
+def test_one_model_on_every_route_is_one_resource_and_one_usage_family() -> None:
+    lake = lake_table([{**row, "provider": "anthropic"} for row in SONNET_ROUTES])
+    items = build_line_items(lake, DEFAULT_GRAIN)
+    assert items.num_rows == 1
+    row = items.to_pylist()[0]
+    assert row["resource/usage_family"] == row[TAG_PREFIX + "model"] == "claude-sonnet-4-5"
+    assert ":llm-usage:claude-sonnet-4-5-" in row["resource/id"]
+    assert row["cost/cost"] == "1.5"
+
+
+def test_model_raw_splits_by_logged_spelling_under_the_same_usage_family() -> None:
+    lake = lake_table([{**row, "provider": "anthropic"} for row in SONNET_ROUTES])
+    items = build_line_items(lake, Grain.parse("provider,model,team,api_key,user,model_raw"))
+    assert sorted(items[TAG_PREFIX + "model_raw"].to_pylist()) == [
+        "anthropic/claude-sonnet-4-5",
+        "anthropic/claude-sonnet-4-5-20250929",
+        "claude-sonnet-4-5-20250929",
+    ]
+    assert set(items["resource/usage_family"].to_pylist()) == {"claude-sonnet-4-5"}
+    assert len(set(items["resource/id"].to_pylist())) == 3
+    assert cost_total(items) == exact_sum([r["spend"] for r in SONNET_ROUTES])
+    with pytest.raises(ValueError, match="model_raw refines model"):
+        Grain.parse("provider,model_raw")
+
+
+def test_master_key_traffic_is_labelled_as_such() -> None:
+    master = {"api_key": MASTER_KEY, "key_alias": None, "user_id": "default_user_id"}
+    lake = lake_table(
+        [
+            {**master, "team_id": None, "team_alias": None, "spend": 0.000225},
+            {**master, "team_id": "team-ops", "team_alias": "Ops", "spend": 0.1},
+        ]
+    )
+    by_account = {r["resource/account"]: r for r in build_line_items(lake).to_pylist()}
+    assert set(by_account) == {"master-key", "Ops"}
+    for row in by_account.values():
+        assert row[TAG_PREFIX + "api_key_prefix"] == row[TAG_PREFIX + "key_alias"] == "master-key"
+        assert "litellm_prox" not in json.dumps(row)
+    assert ":cross-region:master-key:llm-usage:" in by_account["master-key"]["resource/id"]
+    assert ":cross-region:team-ops:llm-usage:" in by_account["Ops"]["resource/id"]
+    # Without the key in the grain nothing tells master-key traffic apart: it has no owner.
+    row = build_line_items(lake.slice(0, 1), Grain.parse("provider,model,team")).to_pylist()[0]
+    assert row["resource/account"] == "unknown"
+
+
+def _raw_model_names(models: pa.ChunkedArray, providers: pa.ChunkedArray) -> pa.Array:
+    """The naming rule before one name per model: LiteLLM's spelling as it is."""
+    return pc.fill_null(models.combine_chunks(), "")
+
+
+def test_a_changed_mapping_rule_makes_new_resources_and_never_relabels_old_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = [{**row, "provider": "anthropic"} for row in SONNET_ROUTES] + [
+        {"model": "gpt-4o", "spend": 0.3},  # the same name under both rules
+        {"model": "gpt-4o", "api_key": MASTER_KEY, "key_alias": None, "spend": 0.5},
+    ]
+    lake = lake_table(rows)
+    later = lake.set_column(
+        lake.schema.get_field_index("start_time"),
+        "start_time",
+        pa.array([HOUR + timedelta(hours=1)] * lake.num_rows, LAKE_SCHEMA.field("start_time").type),
+    )
+    hour_two = HOUR + timedelta(hours=1)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cbf, "canonical_model_names", _raw_model_names)
+        patched.setattr(cbf, "MASTER_KEY_LABEL", "proxy-admin")
+        before = build_line_items(lake)
+    registry = merge_known_tags(before.schema.empty_table(), before)
+    after = build_line_items(later)
+    assert tags_constant_per_resource(hour_two, after, registry).passed
+
+    kept = set(before["resource/id"].to_pylist()) & set(after["resource/id"].to_pylist())
+    assert len(kept) == 1  # only virtual-key gpt-4o is described the same under both rules
+    assert cost_total(before) == cost_total(after) == exact_sum([r["spend"] for r in rows])
+
+
+# ---------------------------------------------------------------------------------------------
 # Lineage and documentation
 
 
 @pytest.mark.parametrize(
-    "grain", [DEFAULT_GRAIN, Grain.parse("model,end_user,tag:feature,meta:job")]
+    "grain",
+    [DEFAULT_GRAIN, Grain.parse("model,model_raw,end_user,tag:feature,meta:job")],
 )
 def test_lineage_and_mapping_doc_cover_every_column(grain: Grain) -> None:
     lineage = line_item_lineage(grain)

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORKSPACE = REPO / "workspace.yaml"
 ASSETS = ["litellm_spend_logs", "cloudzero_line_items", "cloudzero_billing_drops"]
-# Six hours well in the past and outside the late-rows sensor's look-back, so that no schedule
+# Six hours well in the past and outside the sync sensor's look-back, so that no schedule
 # or sensor tick of the running daemon touches them.
 DAY = "2025-06-01"
 HOURS = [f"{DAY}-{hour:02d}:00" for hour in range(6)]

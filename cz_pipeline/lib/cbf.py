@@ -15,15 +15,19 @@ serialises. Decisions, each tied to the contract:
 * A combination whose cost and tokens are both zero in an hour (only failed or empty requests)
   yields no line item: it would carry nothing CloudZero can show, and costs row budget (§6).
   Its requests stay counted in the lake.
+* The ``model`` dimension is the canonical model name of :mod:`cz_pipeline.lib.models`, one
+  name on every route; ``model_raw`` adds LiteLLM's own spelling as a finer dimension.
+* Master-key traffic (``api_key`` = ``litellm_proxy_master_key``, a label, not a hash) is sent
+  as key prefix and key alias ``master-key``, and owned by ``master-key`` when it has no team.
 * ``resource/id`` is a CZRN (§8): ``czrn:litellm:<provider>:cross-region:<owner>:llm-usage:
   <model>-<hash16>``. Segments are sanitised like CloudZero's own code (lower case,
   ``[a-z0-9-]``); the local id carries the sanitised model for humans plus 16 hex digits of a
-  SHA-256 over the grain and every raw identity value (aliases included), so sanitising never
-  merges two combinations and the id is stable across runs and hours.
-* ``resource/tag:*`` only carry the grain's own values and aliases, all part of the identity
-  hash, so each tag has one value per ``resource/id`` (§4, §8 "tag trap"). A null tag value
-  means "not sent". Request counts, failures and cache tokens are not CBF columns (§4, §12.9)
-  and stay in the lake.
+  SHA-256 over the grain, every identity value (aliases included) and every value the line item
+  sends about the resource, so sanitising never merges two combinations, the id is stable
+  across runs and hours, and a changed mapping rule makes new ids instead of relabelling old.
+* ``resource/tag:*`` only carry values that are part of the identity hash, so each tag has one
+  value per ``resource/id`` (§4, §8 "tag trap"). A null tag value means "not sent". Request
+  counts, failures and cache tokens are not CBF columns (§4, §12.9) and stay in the lake.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cz_pipeline.lib.hours import floor_hour
+from cz_pipeline.lib.models import canonical_model_names
 from cz_pipeline.lib.money import MONEY_DECIMAL, money_decimals
+from cz_pipeline.lib.normalize import canonical_json
 
 # ---------------------------------------------------------------------------------------------
 # Constants of the mapping
@@ -64,6 +70,10 @@ LINE_ITEM_TYPE = "Usage"
 NOT_SPLIT = "all"  # segment/attribute value when the grain does not split by that dimension
 MISSING = "unknown"  # segment value when the dimension's value is empty
 API_KEY_PREFIX_CHARS = 12
+MASTER_KEY = "litellm_proxy_master_key"
+"""What LiteLLM stores as ``api_key`` for a call made with the proxy's master key (no hash)."""
+MASTER_KEY_LABEL = "master-key"
+"""Key label, key prefix and owner CloudZero shows for master-key traffic."""
 
 COST_DECIMAL = MONEY_DECIMAL
 
@@ -91,19 +101,45 @@ _LAKE_COLUMNS_NEEDED = ("start_time", "spend", "prompt_tokens", "completion_toke
 
 @dataclass(frozen=True)
 class _Dimension:
-    """A named grain dimension: the lake columns it groups by and the tags it emits."""
+    """A named grain dimension: the working columns it groups by and the tags it emits."""
 
     name: str
-    lake_columns: tuple[str, ...]
-    tags: tuple[tuple[str, str], ...]  # (tag key, lake column it is taken from)
+    keys: tuple[str, ...]  # working columns that identify a combination
+    tags: tuple[tuple[str, str], ...]  # (tag key, working column it is taken from)
     description: str
 
+
+MODEL_NAME = "model_name"
+"""Working column of the canonical model name (``cz_pipeline.lib.models``)."""
+
+_DERIVED_KEYS: dict[str, tuple[str, ...]] = {MODEL_NAME: ("model", "provider")}
+"""Working columns computed from lake columns rather than read as they are."""
+
+_TAG_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
+    MODEL_NAME: (
+        _DERIVED_KEYS[MODEL_NAME],
+        "model name, the same on every route (README: Model names)",
+    ),
+    "model": (("model",), "model as LiteLLM logged it"),
+    "api_key": (
+        ("api_key",),
+        f"first {API_KEY_PREFIX_CHARS} hex digits of the key hash, `{MASTER_KEY_LABEL}` for the "
+        "master key",
+    ),
+    "key_alias": (("key_alias", "api_key"), f"key_alias, `{MASTER_KEY_LABEL}` for the master key"),
+}
+"""Tags that are not their lake column as it is: working column -> (lake columns, how)."""
 
 _DIMENSIONS: dict[str, _Dimension] = {
     d.name: d
     for d in (
         _Dimension("provider", ("provider",), (("provider", "provider"),), "LLM provider"),
-        _Dimension("model", ("model",), (("model", "model"),), "provider model as called"),
+        _Dimension(
+            "model", (MODEL_NAME,), (("model", MODEL_NAME),), "model, one name on every route"
+        ),
+        _Dimension(
+            "model_raw", ("model",), (("model_raw", "model"),), "model as LiteLLM logged it"
+        ),
         _Dimension(
             "team",
             ("team_id", "team_alias"),
@@ -125,6 +161,21 @@ _DIMENSIONS: dict[str, _Dimension] = {
     )
 }
 DIMENSION_NAMES: tuple[str, ...] = tuple(_DIMENSIONS)
+
+
+def _lake_columns_of(working: str) -> tuple[str, ...]:
+    """The lake columns a working key column is computed from."""
+    return _DERIVED_KEYS.get(working, (working,))
+
+
+def _dimension_lake_columns(grain: Grain) -> list[str]:
+    """Lake columns the grain's named dimensions read, in order, once each."""
+    columns = [
+        c for d in grain.dimensions for k in _DIMENSIONS[d].keys for c in _lake_columns_of(k)
+    ]
+    return list(dict.fromkeys(columns))
+
+
 DEFAULT_DIMENSIONS: tuple[str, ...] = ("provider", "model", "team", "api_key", "user")
 
 
@@ -162,6 +213,8 @@ class Grain:
                 raise ValueError(f"duplicate {label} in grain: {list(values)}")
             if any(not v or v != v.strip() for v in values):
                 raise ValueError(f"empty or padded {label} in grain: {list(values)}")
+        if "model_raw" in self.dimensions and "model" not in self.dimensions:
+            raise ValueError("grain dimension model_raw refines model: add model to the grain")
         tag_keys = [key for key, _ in self.tag_columns()]
         if len(set(tag_keys)) != len(tag_keys):
             raise ValueError(f"grain tag keys collide after sanitising: {tag_keys}")
@@ -195,7 +248,7 @@ class Grain:
 
     def key_columns(self) -> list[str]:
         """Working column names that identify a combination (besides the hour)."""
-        cols = [c for d in self.dimensions for c in _DIMENSIONS[d].lake_columns]
+        cols = [c for d in self.dimensions for c in _DIMENSIONS[d].keys]
         cols += [f"__tag_{i}" for i in range(len(self.request_tags))]
         cols += [f"__meta_{i}" for i in range(len(self.metadata_keys))]
         return cols
@@ -235,12 +288,13 @@ def _source_of_tag(working: str, grain: Grain) -> tuple[list[str], str]:
     if working.startswith("__meta_"):
         key = grain.metadata_keys[int(working.removeprefix("__meta_"))]
         return ["spend_logs_metadata"], f"`{key}` of spend_logs_metadata"
-    return [working], working
+    columns, how = _TAG_SOURCES.get(working, ((working,), working))
+    return list(columns), how
 
 
 def line_item_lineage(grain: Grain = DEFAULT_GRAIN) -> dict[str, list[str]]:
     """CBF column -> lake columns it is computed from (for Dagster column lineage)."""
-    identity = [c for d in grain.dimensions for c in _DIMENSIONS[d].lake_columns]
+    identity = _dimension_lake_columns(grain)
     if grain.request_tags:
         identity.append("request_tags")
     if grain.metadata_keys:
@@ -252,14 +306,22 @@ def line_item_lineage(grain: Grain = DEFAULT_GRAIN) -> dict[str, list[str]]:
         "usage/units": [],
         "resource/id": identity,
         "resource/service": ["provider"] if "provider" in grain.dimensions else [],
-        "resource/account": ["team_id", "team_alias"] if "team" in grain.dimensions else [],
+        "resource/account": _account_lineage(grain),
         "resource/region": [],
-        "resource/usage_family": ["model"] if "model" in grain.dimensions else [],
+        "resource/usage_family": (
+            list(_lake_columns_of(MODEL_NAME)) if "model" in grain.dimensions else []
+        ),
         "lineitem/type": [],
     }
     for key, working in grain.tag_columns():
         lineage[TAG_PREFIX + key] = _source_of_tag(working, grain)[0]
     return lineage
+
+
+def _account_lineage(grain: Grain) -> list[str]:
+    if "team" not in grain.dimensions:
+        return []
+    return ["team_id", "team_alias", *(["api_key"] if "api_key" in grain.dimensions else [])]
 
 
 def mapping_doc(grain: Grain = DEFAULT_GRAIN) -> list[tuple[str, str, str]]:
@@ -279,25 +341,30 @@ def mapping_doc(grain: Grain = DEFAULT_GRAIN) -> list[tuple[str, str, str]]:
         ("usage/units", "constant `tokens`", "unit of usage/amount"),
         (
             "resource/id",
-            "CZRN over the grain: czrn:litellm:<provider>:cross-region:<team_id>:llm-usage:"
-            "<model>-<hash>",
-            "one resource per grain combination, so every tag has one value per resource",
+            "CZRN over the grain: `czrn:litellm:<provider>:cross-region:<owner>:llm-usage:"
+            f"<model name>-<hash>`; owner is team_id, else `{MASTER_KEY_LABEL}`, else `unknown`; "
+            "the hash covers the grain's values and every value the line item sends",
+            "one resource per grain combination; a changed mapping makes a new resource, "
+            "never relabels an old one",
         ),
         ("resource/service", "provider (raw), `all` if not in grain", "provider -> model view"),
         (
             "resource/account",
-            "team_alias, else team_id, else `unknown`",
+            f"team_alias, else team_id, else `{MASTER_KEY_LABEL}` for master-key traffic, "
+            "else `unknown`",
             "the most specific owner (CBF: account/project)",
         ),
         ("resource/region", "constant `cross-region`", "LLM APIs have no region here"),
-        ("resource/usage_family", "model (raw, not shortened)", "no lossy model families"),
+        (
+            "resource/usage_family",
+            "model name, the same on every route (README: Model names), `all` if not in grain",
+            "one model, one name on every route",
+        ),
         ("lineitem/type", "constant `Usage`", "LiteLLM spend is metered usage"),
     ]
     for key, working in grain.tag_columns():
         _sources, label = _source_of_tag(working, grain)
         how = f"{label}; not sent when empty"
-        if key == "api_key_prefix":
-            how = f"first {API_KEY_PREFIX_CHARS} hex digits of the key hash; not sent when empty"
         rows.append((TAG_PREFIX + key, how, "grain dimension: fixed per resource/id"))
     return rows
 
@@ -426,7 +493,7 @@ def _json_scalar_text(value: object) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(value)
 
 
 def _metadata_values(column: pa.ChunkedArray, keys: tuple[str, ...]) -> list[pa.Array]:
@@ -468,7 +535,7 @@ def _first_nonempty(first: pa.Array, *rest: pa.Array, default: str) -> pa.Array:
 
 def _check_lake(lake: pa.Table, grain: Grain) -> None:
     needed = set(_LAKE_COLUMNS_NEEDED)
-    needed.update(c for d in grain.dimensions for c in _DIMENSIONS[d].lake_columns)
+    needed.update(_dimension_lake_columns(grain))
     if grain.request_tags:
         needed.add("request_tags")
     if grain.metadata_keys:
@@ -479,6 +546,102 @@ def _check_lake(lake: pa.Table, grain: Grain) -> None:
     start = lake.schema.field("start_time").type
     if not pa.types.is_timestamp(start) or start.tz not in ("UTC", "+00:00", "Etc/UTC"):
         raise ValueError(f"start_time must be a UTC timestamp, got {start}")
+
+
+def _key_values(lake: pa.Table, grain: Grain) -> dict[str, pa.Array | pa.ChunkedArray]:
+    """Working key column -> its value per lake row, ``""`` for missing."""
+    keys: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for d in grain.dimensions:
+        for name in _DIMENSIONS[d].keys:
+            if name == MODEL_NAME:
+                keys[name] = canonical_model_names(lake["model"], lake["provider"])
+            else:
+                keys[name] = pc.fill_null(pc.cast(lake[name], pa.string()), "")
+    for i, tag in enumerate(grain.request_tags):
+        keys[f"__tag_{i}"] = _request_tag_values(lake["request_tags"], tag)
+    if grain.metadata_keys:
+        for i, values in enumerate(
+            _metadata_values(lake["spend_logs_metadata"], grain.metadata_keys)
+        ):
+            keys[f"__meta_{i}"] = values
+    return keys
+
+
+def _descriptions(combos: pa.Table, grain: Grain) -> dict[str, pa.Array]:
+    """What a line item says about its resource, from its combination's key values.
+
+    Returns the CZRN's provider, owner and model segments (``__seg_*``), ``resource/service``,
+    ``resource/account``, ``resource/usage_family`` and every ``resource/tag:*`` (null = not
+    sent). Master-key traffic (``api_key`` = ``litellm_proxy_master_key``, not a hash) is
+    labelled ``master-key`` as key prefix, key alias and, without a team, owner.
+    """
+    n = combos.num_rows
+    dims = set(grain.dimensions)
+
+    def col(name: str) -> pa.Array:
+        return combos[name].combine_chunks()
+
+    def const(value: str) -> pa.Array:
+        return pa.repeat(pa.scalar(value, pa.string()), n)
+
+    master = (
+        pc.equal(col("api_key"), MASTER_KEY)
+        if "api_key" in dims
+        else pa.repeat(pa.scalar(False), n)
+    )
+    master_label = pc.if_else(master, MASTER_KEY_LABEL, "")
+    segments = ("__seg_provider", "__seg_owner", "__seg_model")
+    attributes = ("resource/service", "resource/account", "resource/usage_family")
+    out: dict[str, pa.Array] = dict.fromkeys((*segments, *attributes), const(NOT_SPLIT))
+    if "provider" in dims:
+        out["__seg_provider"] = _sanitize_segment(col("provider"))
+        out["resource/service"] = _first_nonempty(col("provider"), default=MISSING)
+    if "team" in dims:
+        out["__seg_owner"] = _sanitize_segment(
+            _first_nonempty(col("team_id"), master_label, default="")
+        )
+        out["resource/account"] = _first_nonempty(
+            col("team_alias"), col("team_id"), master_label, default=MISSING
+        )
+    if "model" in dims:
+        out["__seg_model"] = _sanitize_segment(col(MODEL_NAME))
+        out["resource/usage_family"] = _first_nonempty(col(MODEL_NAME), default=MISSING)
+    for key, working in grain.tag_columns():
+        values = col(working)
+        if key == "api_key_prefix":
+            prefix = pc.utf8_slice_codeunits(values, 0, API_KEY_PREFIX_CHARS)
+            values = pc.if_else(master, MASTER_KEY_LABEL, prefix)
+        elif key == "key_alias":
+            values = _first_nonempty(values, master_label, default="")
+        out[TAG_PREFIX + key] = _empty_or(values)
+    return out
+
+
+def _resource_ids(combos: pa.Table, grain: Grain, described: dict[str, pa.Array]) -> pa.Array:
+    """CZRNs whose local id hashes the grain, every key value and every value sent about the
+    resource: two combinations never share an id, and a changed mapping rule (model names,
+    labels) yields new ids instead of relabelling resources CloudZero already holds."""
+    sent = [
+        pc.fill_null(described[name], "") for name in described if not name.startswith("__seg_")
+    ]
+    values = [combos[k].combine_chunks() for k in grain.key_columns()] + sent
+    identity = pc.binary_join_element_wise(
+        pa.scalar(grain.to_spec()), *[_escape_separator(v) for v in values], "\x1f"
+    )
+    digests = pa.array(  # a loop over output line items, not lake rows
+        [hashlib.sha256(s.encode()).hexdigest()[:16] for s in identity.to_pylist()], pa.string()
+    )
+    return pc.binary_join_element_wise(
+        "czrn:litellm:",
+        described["__seg_provider"],
+        f":{REGION}:",
+        described["__seg_owner"],
+        f":{RESOURCE_TYPE}:",
+        described["__seg_model"],
+        "-",
+        digests,
+        "",
+    )
 
 
 def build_line_items(lake: pa.Table, grain: Grain = DEFAULT_GRAIN) -> pa.Table:
@@ -492,18 +655,7 @@ def build_line_items(lake: pa.Table, grain: Grain = DEFAULT_GRAIN) -> pa.Table:
     if lake.num_rows == 0:
         return schema.empty_table()
 
-    keys: dict[str, pa.Array | pa.ChunkedArray] = {}
-    for d in grain.dimensions:
-        for name in _DIMENSIONS[d].lake_columns:
-            keys[name] = pc.fill_null(pc.cast(lake[name], pa.string()), "")
-    for i, tag in enumerate(grain.request_tags):
-        keys[f"__tag_{i}"] = _request_tag_values(lake["request_tags"], tag)
-    if grain.metadata_keys:
-        for i, values in enumerate(
-            _metadata_values(lake["spend_logs_metadata"], grain.metadata_keys)
-        ):
-            keys[f"__meta_{i}"] = values
-
+    keys = _key_values(lake, grain)
     prompt_plus_completion = pc.add(
         pc.fill_null(lake["prompt_tokens"], 0), pc.fill_null(lake["completion_tokens"], 0)
     )
@@ -523,69 +675,20 @@ def build_line_items(lake: pa.Table, grain: Grain = DEFAULT_GRAIN) -> pa.Table:
     zero = pa.scalar(Decimal(0), COST_DECIMAL)
     keep = pc.or_(pc.not_equal(agg["__cost_sum"], zero), pc.not_equal(agg["__tokens_sum"], 0))
     agg = agg.filter(keep).combine_chunks()
-    n = agg.num_rows
-    if n == 0:
+    if agg.num_rows == 0:
         return schema.empty_table()
 
-    def col(name: str) -> pa.Array:
-        return agg[name].chunk(0) if agg[name].num_chunks else pa.array([], pa.string())
-
-    def const(value: str) -> pa.Array:
-        return pa.repeat(pa.scalar(value, pa.string()), n)
-
-    dims = set(grain.dimensions)
-    provider_seg = _sanitize_segment(col("provider")) if "provider" in dims else const(NOT_SPLIT)
-    owner_seg = _sanitize_segment(col("team_id")) if "team" in dims else const(NOT_SPLIT)
-    model_seg = _sanitize_segment(col("model")) if "model" in dims else const(NOT_SPLIT)
-
-    # Identity hash: grain spec + every raw key value, escaped so the separator cannot occur
-    # inside a value; the Python loop runs over output line items only.
-    identity = pc.binary_join_element_wise(
-        pa.scalar(grain.to_spec()), *[_escape_separator(col(k)) for k in key_names], "\x1f"
-    )
-    digests = pa.array(
-        [hashlib.sha256(s.encode()).hexdigest()[:16] for s in identity.to_pylist()], pa.string()
-    )
-    resource_id = pc.binary_join_element_wise(
-        "czrn:litellm:",
-        provider_seg,
-        f":{REGION}:",
-        owner_seg,
-        f":{RESOURCE_TYPE}:",
-        model_seg,
-        "-",
-        digests,
-        "",
-    )
-
+    described = _descriptions(agg, grain)
     out: dict[str, pa.Array] = {
-        TIME_COLUMN: pc.strftime(col("__hour"), format="%Y-%m-%dT%H:00:00Z"),
-        COST_COLUMN: plain_decimal_strings(col("__cost_sum")),
-        "usage/amount": pc.cast(col("__tokens_sum"), pa.string()),
-        "usage/units": const(USAGE_UNITS),
-        "resource/id": resource_id,
-        "resource/service": (
-            _first_nonempty(col("provider"), default=MISSING)
-            if "provider" in dims
-            else const(NOT_SPLIT)
-        ),
-        "resource/account": (
-            _first_nonempty(col("team_alias"), col("team_id"), default=MISSING)
-            if "team" in dims
-            else const(NOT_SPLIT)
-        ),
-        "resource/region": const(REGION),
-        "resource/usage_family": (
-            _first_nonempty(col("model"), default=MISSING) if "model" in dims else const(NOT_SPLIT)
-        ),
-        "lineitem/type": const(LINE_ITEM_TYPE),
+        **described,
+        TIME_COLUMN: pc.strftime(agg["__hour"], format="%Y-%m-%dT%H:00:00Z"),
+        COST_COLUMN: plain_decimal_strings(agg["__cost_sum"]),
+        "usage/amount": pc.cast(agg["__tokens_sum"], pa.string()),
+        "usage/units": pa.repeat(pa.scalar(USAGE_UNITS), agg.num_rows),
+        "resource/id": _resource_ids(agg, grain, described),
+        "resource/region": pa.repeat(pa.scalar(REGION), agg.num_rows),
+        "lineitem/type": pa.repeat(pa.scalar(LINE_ITEM_TYPE), agg.num_rows),
     }
-    for key, working in grain.tag_columns():
-        values = col(working)
-        if key == "api_key_prefix":
-            values = pc.utf8_slice_codeunits(values, 0, API_KEY_PREFIX_CHARS)
-        out[TAG_PREFIX + key] = _empty_or(values)
-
     table = pa.table([out[c] for c in schema.names], schema=schema)
     return table.sort_by([(TIME_COLUMN, "ascending"), ("resource/id", "ascending")])
 

@@ -1,8 +1,10 @@
 """Turn a source's extract into lake rows: pure, vectorized functions over Arrow.
 
 LiteLLM stores absent values as empty strings, success as NULL status on older rows, cache hits
-as the strings "True"/"False"/"None", and request tags as a JSON list that mixes the caller's
-tags with automatic ``User-Agent:`` tags. The lake holds none of those quirks.
+as the strings "True"/"False"/"None", request tags as a JSON list that mixes the caller's tags
+with automatic ``User-Agent:`` tags, and an ``input_cost`` that already contains the cache costs
+listed beside it. PostgreSQL prints JSON its own way (jsonb:
+``{"zeta": "z", "a_long_key": 1}``), the REST API another. The lake holds none of those quirks.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ _ZERO_IF_NULL = (
     "cache_creation_tokens",
 )
 _RENAMED = {"custom_llm_provider": "provider", "user": "user_id"}
+
+
+def canonical_json(value: object) -> str:
+    """The one text of a JSON value in the lake, whichever source read it: keys sorted, no
+    spaces, non-ASCII as it is. Downstream (e.g. ``meta:<key>`` grain tags) uses it too."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class ExtractSchemaError(ValueError):
@@ -112,6 +120,82 @@ def _split_tags(tags_json: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Arr
     )
 
 
+def _canonical_json_texts(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """JSON texts rewritten by ``canonical_json``, each distinct text parsed once.
+
+    A JSON ``null`` becomes a null; a text that is not JSON is kept as it is (nothing is lost;
+    a grain that needs its keys fails there, naming it)."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    encoded = pc.dictionary_encode(texts)
+    canonical: list[str | None] = []
+    for text in encoded.dictionary.to_pylist():
+        try:
+            value = json.loads(text)
+        except ValueError:
+            canonical.append(text)
+            continue
+        canonical.append(None if value is None else canonical_json(value))
+    return pc.take(pa.array(canonical, pa.string()), encoded.indices)
+
+
+def _zero_where(
+    costs: pa.Array | pa.ChunkedArray, known_zero: pa.Array | pa.ChunkedArray
+) -> pa.Array | pa.ChunkedArray:
+    """A missing cost is 0 where it provably is; otherwise it stays missing."""
+    return pc.if_else(pc.and_(pc.is_null(costs), known_zero), 0.0, costs)
+
+
+def _cost_components(
+    columns: dict[str, pa.Array | pa.ChunkedArray],
+) -> dict[str, pa.Array | pa.ChunkedArray]:
+    """LiteLLM's cost breakdown as four parts of spend that never overlap.
+
+    LiteLLM's ``input_cost`` includes ``cache_read_cost`` and ``cache_creation_cost``, so the
+    input part here is what is left of it (floored at 0 against float rounding). A row with a
+    breakdown lists cache costs only when there are some, so an absent one is 0. A row without
+    a breakdown (the ``/anthropic`` pass-through, failures) gets 0 where it is certain: no
+    spend at all, or no tokens of that kind. The rest stays null: splitting spend needs the
+    model's per-token prices, which a row only carries in ``metadata.model_map_information``,
+    and the pipeline never reads that.
+    """
+    tokens_of = {
+        "uncached_input": pc.subtract(
+            columns["prompt_tokens"],
+            pc.add(columns["cache_read_tokens"], columns["cache_creation_tokens"]),
+        ),
+        "completion": columns["completion_tokens"],
+        "cache_read": columns["cache_read_tokens"],
+        "cache_creation": columns["cache_creation_tokens"],
+    }
+    free = pc.equal(pc.fill_null(columns["spend"], -1.0), 0.0)
+
+    def none_of(tokens: str) -> pa.Array | pa.ChunkedArray:
+        return pc.or_(free, pc.less_equal(tokens_of[tokens], 0))
+
+    has_breakdown = pc.is_valid(columns["input_cost"])
+    cache_read = _zero_where(
+        columns["cache_read_cost"], pc.or_(has_breakdown, none_of("cache_read"))
+    )
+    cache_creation = _zero_where(
+        columns["cache_creation_cost"], pc.or_(has_breakdown, none_of("cache_creation"))
+    )
+    uncached_input = pc.max_element_wise(
+        pc.subtract(
+            pc.subtract(columns["input_cost"], pc.fill_null(cache_read, 0.0)),
+            pc.fill_null(cache_creation, 0.0),
+        ),
+        0.0,
+        skip_nulls=False,
+    )
+    return {
+        "uncached_input_cost": _zero_where(uncached_input, none_of("uncached_input")),
+        "output_cost": _zero_where(columns["output_cost"], none_of("completion")),
+        "cache_read_cost": cache_read,
+        "cache_creation_cost": cache_creation,
+    }
+
+
 def check_extract_schema(table: pa.Table | pa.RecordBatch) -> None:
     if table.schema.names != EXTRACT_SCHEMA.names:
         missing = sorted(set(EXTRACT_SCHEMA.names) - set(table.schema.names))
@@ -144,6 +228,8 @@ def normalize(extract: pa.Table | pa.RecordBatch, aliases: AliasLookup | None = 
             columns["team_alias"], columns["team_id"], aliases.team_aliases
         )
     columns["request_tags"], columns["user_agent_tags"] = _split_tags(columns["request_tags"])
+    columns["spend_logs_metadata"] = _canonical_json_texts(columns["spend_logs_metadata"])
+    columns.update(_cost_components(columns))
     for name in ("start_time", "end_time", "created_at"):
         columns[name] = columns[name].cast(LAKE_SCHEMA.field(name).type)
     for old, new in _RENAMED.items():

@@ -109,7 +109,12 @@ LAKE_SCHEMA = pa.schema(
         _field("model_id", pa.string(), "Router deployment id."),
         _field("model_group", pa.string(), "Public model name the client asked for."),
         _field("provider", pa.string(), "LLM provider (custom_llm_provider), e.g. openai."),
-        _field("api_key", pa.string(), "SHA-256 hash of the virtual key (never a raw key)."),
+        _field(
+            "api_key",
+            pa.string(),
+            "SHA-256 hash of the virtual key (never a raw key); litellm_proxy_master_key for "
+            "master-key calls.",
+        ),
         _field("key_alias", pa.string(), "Key alias at request time, else from the key tables."),
         _field("team_id", pa.string(), "Team of the key."),
         _field("team_alias", pa.string(), "Team alias at request time, else from the team table."),
@@ -137,10 +142,15 @@ LAKE_SCHEMA = pa.schema(
             "Prompt-cache write tokens (0 if none).",
             required=True,
         ),
-        _field("input_cost", pa.float64(), "Input part of spend, USD (cost breakdown)."),
-        _field("output_cost", pa.float64(), "Output part of spend, USD (cost breakdown)."),
-        _field("cache_read_cost", pa.float64(), "Cache read part of spend, USD."),
-        _field("cache_creation_cost", pa.float64(), "Cache write part of spend, USD."),
+        _field(
+            "uncached_input_cost",
+            pa.float64(),
+            "Input tokens not read from or written to the prompt cache, USD. The four cost "
+            "columns are disjoint parts of spend; null when LiteLLM gave no breakdown.",
+        ),
+        _field("output_cost", pa.float64(), "Output part of spend, USD."),
+        _field("cache_read_cost", pa.float64(), "Prompt-cache read part of spend, USD."),
+        _field("cache_creation_cost", pa.float64(), "Prompt-cache write part of spend, USD."),
         _field("cache_hit", pa.bool_(), "Answered from LiteLLM's cache; null when unknown."),
         _field(
             "request_tags",

@@ -113,8 +113,8 @@ def rows_to_extract(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         "request_tags": [
             None if tags is None else json.dumps(tags) for tags in top("request_tags")
         ],
-        "spend_logs_metadata": [
-            None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+        "spend_logs_metadata": [  # any JSON text: normalize gives it the lake's one spelling
+            None if value is None else json.dumps(value)
             for value in (meta.get("spend_logs_metadata") for meta in metadata)
         ],
     }
