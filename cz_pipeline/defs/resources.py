@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import dagster as dg
 
+from cz_pipeline.defs.alerts import AlertWebhookResource
 from cz_pipeline.lib.cbf import DEFAULT_GRAIN, Grain
 from cz_pipeline.lib.cloudzero import DEFAULT_API_URL, DEFAULT_MAX_BODY_BYTES, CloudZeroClient
 from cz_pipeline.lib.lake import Lake
@@ -102,6 +103,10 @@ def _env_or_none(name: str, env: dict[str, str]) -> dg.EnvVar | None:
 def resources_from_env(env: dict[str, str]) -> dict[str, dg.ConfigurableResource]:
     settings = Settings.from_env(env)
     return {
+        "alert_webhook": AlertWebhookResource(
+            webhook_url=_env_or_none("CZ_ALERT_WEBHOOK_URL", env),
+            ui_url=env.get("CZ_DAGSTER_UI_URL") or None,
+        ),
         "spend_log_source": SpendLogSourceResource(
             kind=settings.source,
             database_url=_env_or_none("LITELLM_DATABASE_URL", env),
