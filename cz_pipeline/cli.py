@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 LOCAL_INSTANCE_YAML = """\
-# Local Dagster instance for the demo and `dagster dev`: SQLite under this folder.
+# Local Dagster instance for the demo and `make ui`: SQLite under this folder.
 # Production uses the PostgreSQL instance in the repository's dagster.yaml; see the README.
 telemetry:
+  enabled: false
+# No first-visit "Join the Dagster community" dialog over the demo's first page.
+nux:
   enabled: false
 concurrency:
   pools:
@@ -31,6 +34,8 @@ run_monitoring:
   poll_interval_seconds: 30
   free_slots_after_run_end_seconds: 60
 """
+# Written by the demo, read by `make ui`: the UI's partitions begin where the demo's data does.
+DEMO_ENV_FILE = "demo.env"
 
 
 @dataclass
@@ -45,10 +50,21 @@ class DayResult:
 
 def prepare_local_instance(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(LOCAL_INSTANCE_YAML)
+    (home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML)
     os.environ.setdefault("DAGSTER_HOME", str(home.resolve()))
+
+
+def start_partitions_at_demo_data(home: Path, days: int, now: datetime) -> str:
+    """Hourly partitions from the demo's first day, for its runs and for `make ui`.
+
+    Production keeps ``CZ_PARTITIONS_START``; the demo fills only its last few days, and a UI
+    whose partitions begin in 2025 would show every asset as almost empty.
+    """
+    first_day = now.astimezone(UTC).date() - timedelta(days=days)
+    start = f"{first_day:%Y-%m-%d}-00:00"
+    os.environ["CZ_PARTITIONS_START"] = start
+    (home / DEMO_ENV_FILE).write_text(f"CZ_PARTITIONS_START={start}\n")
+    return start
 
 
 def _number(metadata: Mapping[str, Any], key: str) -> float:
@@ -98,10 +114,15 @@ def run_days(days: int, now: datetime) -> list[DayResult]:
         )
         status = "done" if run.success else "FAILED (see `dagster dev` for the run's log)"
         print(f" {status}: {requests:,} requests, ${spend:,.2f} in {result.seconds:.1f} s")
+        failed: dict[str, list[Any]] = {}
         for evaluation in run.get_asset_check_evaluations():
             if not evaluation.passed:
-                level = "warning" if evaluation.severity.value == "WARN" else "failed"
-                print(f"    check {level}: {evaluation.check_name}: {evaluation.description}")
+                failed.setdefault(evaluation.check_name, []).append(evaluation)
+        for name, evaluations in failed.items():
+            first = evaluations[0]
+            level = "warning" if first.severity.value == "WARN" else "failed"
+            more = f" (and {len(evaluations) - 1} more)" if len(evaluations) > 1 else ""
+            print(f"    check {level}: {name}: {first.description}{more}")
         results.append(result)
     return results
 
@@ -133,8 +154,7 @@ def print_summary(results: Sequence[DayResult]) -> None:
             f"{settings.lake_url}/cloudzero_outbox/"
         )
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
-    print("Open the UI on these runs with:")
-    print(f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml")
+    print("Open the UI on these runs with:  make ui")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,10 +165,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument(
         "--home", type=Path, default=Path(".dagster_home"), help="local Dagster instance folder"
     )
+    local = commands.add_parser(
+        "local-instance", help="write the local SQLite Dagster instance's dagster.yaml"
+    )
+    local.add_argument("--home", type=Path, default=Path(".dagster_home"))
     args = parser.parse_args(argv)
+    if args.command == "local-instance":
+        prepare_local_instance(args.home)
+        return 0
+    now = datetime.now(UTC)
     prepare_local_instance(args.home)
+    start = start_partitions_at_demo_data(args.home, args.days, now)
     print(f"cz-pipeline demo: the last {args.days} UTC days, one Dagster run per day")
-    results = run_days(args.days, datetime.now(UTC))
+    print(f"  hourly partitions start at {start} UTC, where the demo's data begins")
+    results = run_days(args.days, now)
     print_summary(results)
     return 0 if all(r.success for r in results) else 1
 

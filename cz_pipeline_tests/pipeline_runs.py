@@ -66,6 +66,21 @@ def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+def hour_verdicts(result: dg.ExecuteInProcessResult, check: str) -> dict[str, Any]:
+    """A per-hour check's evaluations by hour (partition key)."""
+    verdicts = {}
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.check_name == check:
+            assert evaluation.partition is not None, evaluation
+            assert evaluation.partition not in verdicts, f"two verdicts for {evaluation.partition}"
+            verdicts[evaluation.partition] = evaluation
+    return verdicts
+
+
+def failed_hours(result: dg.ExecuteInProcessResult, check: str) -> list[str]:
+    return sorted(k for k, e in hour_verdicts(result, check).items() if not e.passed)
+
+
 def failed_checks(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
 

@@ -362,12 +362,14 @@ def test_a_tolerance_can_be_configured() -> None:
     assert outcome[MATCHES_SOURCE].passed
 
 
-def test_without_source_totals_the_check_passes_as_skipped_with_the_callers_reason() -> None:
+def test_without_source_totals_the_check_is_not_judged_and_says_why() -> None:
     outcome = check_hour(lake_table(clean_rows(2)), skip_reason="the api source has no totals")
-    skipped = outcome[MATCHES_SOURCE]
-    assert skipped.passed
-    assert skipped.reason == f"{LABEL}: skipped: the api source has no totals"
-    assert "source_rows" not in skipped.metadata
+    unjudged = outcome[MATCHES_SOURCE]
+    assert not unjudged.judged
+    assert not unjudged.blocking  # holds nothing back
+    assert unjudged.reason == f"{LABEL}: not evaluated: the api source has no totals"
+    assert "source_rows" not in unjudged.metadata
+    assert all(o.judged for name, o in outcome.items() if name != MATCHES_SOURCE)
 
 
 def test_a_skip_reason_with_source_totals_is_a_mistake() -> None:

@@ -18,7 +18,9 @@ from cz_pipeline_tests.pipeline_runs import (
     check_evaluations,
     execute,
     failed_checks,
+    failed_hours,
     hour_metadata,
+    hour_verdicts,
     run_job,
 )
 
@@ -109,7 +111,13 @@ def test_clean_day_passes_every_check_and_delivers_every_hour(
         evaluations
     )
     assert failed_checks(result) == set()
-    assert evaluations["matches_source"].metadata["hours_judged"].value == 24
+    keys = [partition_key(h) for h in HOURS]
+    for check in HOUR_CHECKS | {"unpriced_traffic", "cbf_contract", "cost_conserved"}:
+        verdicts = hour_verdicts(result, check)
+        assert sorted(verdicts) == keys, check  # one verdict per hour, on the hour's partition
+    matches = hour_verdicts(result, "matches_source")[keys[3]]
+    assert matches.description.endswith("as LiteLLM does (spend within 0.000000001 USD)")
+    assert matches.metadata["source_rows"].value == matches.metadata["lake_rows"].value
 
 
 def test_negative_spend_holds_back_only_its_hour_and_fails_the_run(
@@ -123,9 +131,13 @@ def test_negative_spend_holds_back_only_its_hour_and_fails_the_run(
     result = run_day(litellm_day, tmp_path)
     assert not result.success
     assert failed_checks(result) == {"spend_and_tokens_valid", "every_hour_delivered"}
-    spend_check = check_evaluations(result)["spend_and_tokens_valid"]
-    assert spend_check.metadata["failed_hours"].value == partition_key(BAD)
+    assert failed_hours(result, "spend_and_tokens_valid") == [partition_key(BAD)]
+    spend_check = hour_verdicts(result, "spend_and_tokens_valid")[partition_key(BAD)]
     assert spend_check.metadata["offending_request_ids"].value == [bad_id]
+    assert "1 row with negative spend" in spend_check.description
+    # The held-back hour's line items were never built, so their checks did not judge it.
+    line_item_verdicts = hour_verdicts(result, "cbf_contract")
+    assert sorted(line_item_verdicts) == [partition_key(h) for h in HOURS if h != BAD]
     gate = check_evaluations(result)["every_hour_delivered"]
     assert gate.metadata["failed_hours"].value == partition_key(BAD)
     assert gate.metadata["offending_request_ids"].value == [bad_id]
@@ -156,7 +168,8 @@ def test_duplicate_request_id_is_reported_not_dropped(litellm_day: str, tmp_path
     litellm_writes_daily_table_too(litellm_day)
     result = run_day(litellm_day, tmp_path)
     assert failed_checks(result) == {"request_id_unique", "every_hour_delivered"}
-    check = check_evaluations(result)["request_id_unique"]
+    assert failed_hours(result, "request_id_unique") == [partition_key(BAD)]
+    check = hour_verdicts(result, "request_id_unique")[partition_key(BAD)]
     assert check.metadata["offending_request_ids"].value == [duplicate]
     table = Lake(str(tmp_path)).read_hour(
         "litellm_spend_logs_quarantine", BAD, dataset_file="litellm_spend_logs"
@@ -216,8 +229,8 @@ def test_a_row_outside_its_hour_is_caught(litellm_day: str, tmp_path: Path) -> N
     assert not result.success
     # The row arrives among its hour's rows but says it started two hours earlier.
     assert failed_checks(result) == {"start_time_in_hour", "every_hour_delivered"}
-    check = check_evaluations(result)["start_time_in_hour"]
-    assert check.metadata["failed_hours"].value == partition_key(BAD)
+    assert failed_hours(result, "start_time_in_hour") == [partition_key(BAD)]
+    check = hour_verdicts(result, "start_time_in_hour")[partition_key(BAD)]
     assert check.metadata["offending_request_ids"].value == [stray]
     assert_only_bad_hour_held(tmp_path, result)
 
@@ -237,11 +250,11 @@ def test_unpriced_traffic_warns_without_holding_the_hour(litellm_day: str, tmp_p
     )
     litellm_writes_daily_table_too(litellm_day)
     result = run_day(litellm_day, tmp_path, unpriced_share_threshold=0.01)
-    assert result.success
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
     assert failed_checks(result) == {"unpriced_traffic"}
-    check = check_evaluations(result)["unpriced_traffic"]
+    assert failed_hours(result, "unpriced_traffic") == [partition_key(BAD)]
+    check = hour_verdicts(result, "unpriced_traffic")[partition_key(BAD)]
     assert check.severity == dg.AssetCheckSeverity.WARN
-    assert check.metadata["failed_hours"].value == partition_key(BAD)
     assert len(check.metadata["offending_request_ids"].value) > 0
 
 
@@ -283,6 +296,9 @@ def test_a_row_added_after_extraction_is_reported_as_late(litellm_day: str, tmp_
     check = check_evaluations(second)["late_rows"]
     assert check.metadata["hours_to_rerun"].value == partition_key(BAD)
     assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.partition is None  # judges the look-back, not the run's hour
+    assert "hours_judged" not in check.metadata  # only the lib's figures: hours_checked etc.
+    assert check.metadata["hours_checked"].value >= 24
 
 
 def test_daily_reconciliation_catches_a_row_litellm_dropped(
@@ -297,3 +313,5 @@ def test_daily_reconciliation_catches_a_row_litellm_dropped(
     check = check_evaluations(result)["daily_reconciliation"]
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert "differences" in check.metadata
+    assert check.metadata["days_judged"].value == 1
+    assert check.metadata["failed_days"].value == f"{DAY:%Y-%m-%d}"

@@ -217,3 +217,21 @@ def test_the_whole_job_writes_its_lake_to_s3(bucket: str) -> None:
     assert len(extracted) == len(hours)
     assert sorted(set(spend_logs.column("hour").to_pylist())) == [0, 22, 23]
     assert sorted(set(spend_logs.column("date").to_pylist())) == ["2026-10-31", "2026-11-01"]
+
+
+def test_read_hours_reads_only_the_asked_hours_from_s3(bucket: str) -> None:
+    from cz_pipeline import read_hours
+    from cz_pipeline_tests.test_notebook import assert_two_middle_hours, corrupt, write_hours
+
+    lake = Lake(f"s3://{bucket}/lake")
+    hours = write_hours(lake, 4)
+    corrupt(lake, hours[0])
+    corrupt(lake, hours[3])
+    frame = read_hours(
+        "litellm_spend_logs",
+        hours[1],
+        hours[2],
+        columns=["request_id", "spend"],
+        lake_url=f"s3://{bucket}/lake",
+    )
+    assert_two_middle_hours(frame, hours)

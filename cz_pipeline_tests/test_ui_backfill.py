@@ -17,6 +17,7 @@ test takes about 18 s.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -438,3 +439,126 @@ def test_cli_range_run_is_stored_in_the_postgres_instance(dagster_home: DagsterH
     assert materializations == len(ASSETS) * len(HOURS)
     records = read_records(Lake(str(dagster_home.lake)), [parse_partition_key(h) for h in HOURS])
     assert [r.delivery and r.delivery.state for r in records.values()] == ["dry_run"] * len(HOURS)
+
+
+CHECK_EXECUTIONS = """
+query CheckExecutions($assetKey: AssetKeyInput!, $checkName: String!) {
+  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: 100) {
+    runId
+    status
+    partition
+    evaluation {
+      success
+      severity
+      description
+      partition
+      metadataEntries { label ... on JsonMetadataEntry { jsonString } }
+    }
+  }
+}
+"""
+PER_HOUR_CHECKS = {
+    "litellm_spend_logs": [
+        "required_fields",
+        "start_time_in_hour",
+        "request_id_unique",
+        "spend_and_tokens_valid",
+        "matches_source",
+        "unpriced_traffic",
+    ],
+    "cloudzero_line_items": [
+        "cbf_contract",
+        "cost_conserved",
+        "tags_constant_per_resource",
+        "monthly_row_budget",
+    ],
+}
+
+
+def dg_launch(home: DagsterHome, first: str, last: str) -> None:
+    """The README's command for a range of hours: ``dg launch`` with a partition range."""
+    subprocess.run(
+        [
+            str(BIN / "dg"),
+            *("launch", "--job", "litellm_to_cloudzero", "--partition-range", f"{first}...{last}"),
+        ],
+        cwd=REPO,
+        env=home.env | {"VIRTUAL_ENV": str(BIN.parent)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def executions(dagster: Dagster, asset: str, check: str, run_id: str) -> list[dict[str, Any]]:
+    found = dagster.graphql(CHECK_EXECUTIONS, {"assetKey": {"path": [asset]}, "checkName": check})[
+        "assetCheckExecutions"
+    ]
+    return [e for e in found if e["runId"] == run_id]
+
+
+def test_each_hour_shows_its_own_check_verdicts_over_graphql(
+    dagster: Dagster, dagster_home: DagsterHome
+) -> None:
+    """What an hour's page and a check's partition view read after a range run with a bad hour."""
+    from cz_pipeline.lib.hours import HOUR, HourWindow, parse_partition_key
+    from cz_pipeline.lib.synthetic import write_to_postgres
+    from cz_pipeline_tests.pipeline_runs import execute, fetch_one
+
+    litellm = dagster_home.database_url  # LiteLLM's tables beside Dagster's, in one database
+    first, last = parse_partition_key(HOURS[0]), parse_partition_key(HOURS[-1])
+    write_to_postgres(litellm, HourWindow(first, last + HOUR), 6, seed=7)
+    bad = HOURS[1]
+    (bad_id,) = fetch_one(
+        litellm,
+        f"""SELECT request_id FROM "LiteLLM_SpendLogs" WHERE "startTime" >= '{bad[:10]} {bad[11:]}'
+        AND "startTime" < '{bad[:10]} {bad[11:]}'::timestamp + interval '1 hour'
+        AND status = 'success' ORDER BY request_id LIMIT 1""",
+    )
+    execute(litellm, 'UPDATE "LiteLLM_SpendLogs" SET spend = -1 WHERE request_id = %s', (bad_id,))
+    dagster_home.env.update(
+        CZ_SOURCE="postgres", LITELLM_DATABASE_URL=litellm, CZ_UNPRICED_SHARE_THRESHOLD="1"
+    )
+    bad_range, clean_range = HOURS[:3], HOURS[3:]
+    dg_launch(dagster_home, bad_range[0], bad_range[-1])
+    dg_launch(dagster_home, clean_range[0], clean_range[-1])
+    runs = dagster.graphql(BACKFILL_RUNS, {"filter": {}})["runsOrError"]["results"]
+    by_start = {
+        {t["key"]: t["value"] for t in r["tags"]}["dagster/asset_partition_range_start"]: r
+        for r in runs
+    }
+    failed_run, clean_run = by_start[bad_range[0]], by_start[clean_range[0]]
+    assert failed_run["status"] == "FAILURE", dagster.logs()
+    assert clean_run["status"] == "SUCCESS", dagster.logs()
+
+    # One verdict per hour and check, on the hour's partition; none planned and left skipped.
+    for asset, names in PER_HOUR_CHECKS.items():
+        for name in names:
+            for run, hours in ((failed_run, bad_range), (clean_run, clean_range)):
+                found = executions(dagster, asset, name, run["runId"])
+                judged = hours if asset == "litellm_spend_logs" else [h for h in hours if h != bad]
+                by_hour = {e["partition"]: e for e in found}
+                assert len(by_hour) == len(found), found
+                assert sorted(h for h, e in by_hour.items() if e["evaluation"]) == judged, found
+                statuses = {e["status"] for e in found if e["evaluation"]}
+                assert statuses <= {"SUCCEEDED", "FAILED"}, (asset, name, found)
+                assert "SKIPPED" not in {e["status"] for e in found if e["partition"] in judged}
+
+    verdicts = {
+        e["partition"]: e
+        for e in executions(
+            dagster, "litellm_spend_logs", "spend_and_tokens_valid", failed_run["runId"]
+        )
+    }
+    assert verdicts[bad]["status"] == "FAILED"
+    assert "1 row with negative spend" in verdicts[bad]["evaluation"]["description"]
+    ids = {m["label"]: m.get("jsonString") for m in verdicts[bad]["evaluation"]["metadataEntries"]}
+    assert json.loads(ids["offending_request_ids"]) == [bad_id]
+    assert {verdicts[h]["status"] for h in bad_range if h != bad} == {"SUCCEEDED"}
+
+    # A check that could not judge (no complete UTC day in the run) is not a green pass.
+    unjudged = executions(dagster, "litellm_spend_logs", "daily_reconciliation", clean_run["runId"])
+    assert unjudged, "the check was planned"
+    assert {e["status"] for e in unjudged} == {"SKIPPED"}
+    assert all(e["evaluation"] is None for e in unjudged)

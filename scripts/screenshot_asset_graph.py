@@ -1,13 +1,14 @@
-"""Take a real screenshot of the asset graph in Dagster's UI and save it as docs/asset_graph.png.
+"""Take real screenshots of Dagster's UI for the README: the asset graph, an hour's check verdicts
+and the CBF mapping (docs/asset_graph.png, docs/hour_checks.png, docs/cbf_mapping.png).
 
 Run from anywhere, with the project's virtualenv and Chromium installed
 (Debian/Ubuntu: ``apt-get install chromium``)::
 
     .venv/bin/python scripts/screenshot_asset_graph.py
-    .venv/bin/python scripts/screenshot_asset_graph.py --days 2 --out /tmp/graph.png --keep
+    .venv/bin/python scripts/screenshot_asset_graph.py --days 2 --out-dir /tmp/shots --keep
 
 It needs no database, no LiteLLM and no CloudZero account, and leaves the repository alone
-apart from the PNG:
+apart from the PNGs:
 
 1. A temporary ``DAGSTER_HOME`` with a local SQLite instance (telemetry off, and the UI's
    first-visit "Join the Dagster community" dialog off so that it does not cover the graph),
@@ -16,10 +17,12 @@ apart from the PNG:
 2. ``cz-pipeline demo --days N`` materializes the last N UTC days, one run per day, so that
    the assets show their latest events and check results.
 3. ``dagster-webserver`` serves the repository's workspace.yaml on 127.0.0.1 and a free port
-   (no daemon: nothing runs while the picture is taken).
-4. Headless Chromium opens the global asset lineage (``/asset-groups``) with both groups
-   expanded, checks that the rendered page shows the three assets and their checks, and
-   takes the screenshot.
+   (no daemon: nothing runs while the pictures are taken), with the partitions starting where
+   the demo's data starts (the ``demo.env`` the demo writes), as ``make ui`` does.
+4. Headless Chromium opens each page, checks that the rendered page shows what the picture is
+   for, and takes the screenshot: the global asset lineage (``/asset-groups``) with both groups
+   expanded; the ``unpriced_traffic`` check's executions, one verdict per hour; the
+   ``cloudzero_line_items`` overview, whose description holds the CBF mapping table.
 
 ``--keep`` leaves the temporary folder (instance, lake, logs) in place for a look.
 """
@@ -39,8 +42,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
+
+from cz_pipeline.cli import DEMO_ENV_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -69,6 +76,12 @@ def environment(home: Path, lake: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
     env.update(DAGSTER_HOME=str(home), CZ_SOURCE="synthetic", CZ_LAKE_URL=str(lake))
     return env
+
+
+def demo_settings(home: Path) -> dict[str, str]:
+    """What the demo wrote for the UI (``demo.env``: where its partitions start)."""
+    lines = (home / DEMO_ENV_FILE).read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 def materialize(days: int, home: Path, env: Mapping[str, str], log: Path) -> None:
@@ -154,7 +167,7 @@ def chromium(
         ],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,  # a loaded machine can take minutes to render a page
         check=False,
     )
 
@@ -165,35 +178,68 @@ def graph_url(base: str) -> str:
     return f"{base}/asset-groups?expanded={quote(expanded, safe='')}"
 
 
-def missing_from_page(dom: str) -> list[str]:
-    """What the rendered graph lacks: an asset node, or the nodes' check summaries."""
-    return [text for text in (*ASSETS, "Asset checks") if text not in dom]
+def check_url(base: str, asset: str, check: str) -> str:
+    """A check's page: its latest evaluations, one row per hour with partition and verdict."""
+    return f"{base}/assets/{asset}?view=checks&checkDetail={check}"
 
 
-def screenshot(base: str, out: Path, workdir: Path, browser: str, size: str) -> None:
-    url = graph_url(base)
-    # The UI is a JavaScript app that lays the graph out after several GraphQL round trips:
-    # let it run for a budget of virtual time, and look at the rendered DOM before trusting
-    # the picture; on a slow machine, try again with more time.
+def overview_url(base: str, asset: str) -> str:
+    return f"{base}/assets/{asset}?view=overview"
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One picture: the page, what it must show before it is taken, and the file name."""
+
+    name: str
+    url: str
+    must_show: tuple[str, ...]
+
+
+def shots(base: str, hour: str) -> list[Shot]:
+    return [
+        Shot("asset_graph.png", graph_url(base), (*ASSETS, "Asset checks")),
+        Shot(
+            "hour_checks.png",
+            check_url(base, "litellm_spend_logs", "unpriced_traffic"),
+            ("unpriced_traffic", hour),
+        ),
+        Shot(
+            "cbf_mapping.png",
+            overview_url(base, "cloudzero_line_items"),
+            ("CBF column", "resource/id", "team_id"),
+        ),
+    ]
+
+
+def screenshot(shot: Shot, out: Path, workdir: Path, browser: str, size: str) -> None:
+    url = shot.url
+    # The UI is a JavaScript app that renders after several GraphQL round trips: let it run
+    # for a budget of virtual time, and look at the rendered DOM before trusting the picture;
+    # on a slow machine, try again with more time.
     for attempt, budget_ms in enumerate((15_000, 30_000, 60_000), start=1):
-        profile = workdir / f"chromium-profile-{attempt}"
+        profile = workdir / f"chromium-profile-{out.stem}-{attempt}"
         dom = chromium(browser, profile, size, budget_ms, ["--dump-dom"], url).stdout
-        missing = missing_from_page(dom)
+        missing = [text for text in shot.must_show if text not in dom]
         if missing:
             print(f"attempt {attempt}: the page does not show {missing} yet", flush=True)
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
-        taken = chromium(browser, profile, size, budget_ms, [f"--screenshot={out}"], url)
+        try:
+            taken = chromium(browser, profile, size, budget_ms, [f"--screenshot={out}"], url)
+        except subprocess.TimeoutExpired:
+            print(f"attempt {attempt}: chromium took too long", flush=True)
+            continue
         if taken.returncode == 0 and out.exists() and out.stat().st_size > 0:
             print(f"wrote {out} ({out.stat().st_size:,} bytes) from {url}")
             return
         print(f"attempt {attempt}: chromium failed: {taken.stderr[-2000:]}", flush=True)
-    raise SystemExit(f"the asset graph never rendered at {url}")
+    raise SystemExit(f"{url} never showed {shot.must_show}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "asset_graph.png")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "docs")
     parser.add_argument("--days", type=int, default=1, help="UTC days to materialize first")
     parser.add_argument("--window-size", default="1600,1000", help="browser window, W,H")
     parser.add_argument("--chromium", help="the browser binary (default: found on PATH)")
@@ -207,8 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         (home / "dagster.yaml").write_text(INSTANCE_YAML)
         env = environment(home, workdir / "lake")
         materialize(args.days, home, env, workdir / "demo.log")
+        env |= demo_settings(home)
+        # The demo's last hour: the check page lists the newest verdicts first.
+        last_day = datetime.now(UTC).date() - timedelta(days=1)
         with webserver(env, workdir / "webserver.log") as base:
-            screenshot(base, args.out.resolve(), workdir, browser, args.window_size)
+            for shot in shots(base, f"{last_day:%Y-%m-%d}-23:00"):
+                out = (args.out_dir / shot.name).resolve()
+                screenshot(shot, out, workdir, browser, args.window_size)
     finally:
         if args.keep:
             print(f"kept {workdir}")

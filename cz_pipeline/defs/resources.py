@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import dagster as dg
 
+from cz_pipeline.defs.alerts import AlertWebhookResource
 from cz_pipeline.lib.cbf import DEFAULT_GRAIN, Grain
 from cz_pipeline.lib.cloudzero import DEFAULT_MAX_BODY_BYTES, CloudZeroClient
 from cz_pipeline.lib.lake import Lake
@@ -137,6 +138,10 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
         return dg.EnvVar(name) if name in settings.secrets_set else None
 
     return {
+        "alert_webhook": AlertWebhookResource(
+            webhook_url=secret("CZ_ALERT_WEBHOOK_URL"),
+            ui_url=settings.dagster_ui_url,
+        ),
         "spend_log_source": SpendLogSourceResource(
             kind=settings.source,
             database_url=secret("LITELLM_DATABASE_URL"),

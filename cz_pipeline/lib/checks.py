@@ -36,7 +36,7 @@ from cz_pipeline.lib.money import MONEY_DECIMAL as SPEND_DECIMAL
 from cz_pipeline.lib.money import exact_money as _summable
 from cz_pipeline.lib.money import money_decimals as _spend_decimals
 from cz_pipeline.lib.money import money_sum
-from cz_pipeline.lib.money import plain as _plain
+from cz_pipeline.lib.money import plain as plain_decimal
 from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
 
 Severity = Literal["ERROR", "WARN"]
@@ -118,6 +118,8 @@ class CheckOutcome:
     reason: str
     offending_request_ids: tuple[str, ...] = ()
     metadata: dict[str, MetadataValue] = field(default_factory=dict, hash=False)
+    # False when the check could not judge (no source totals, no complete day): never a pass.
+    judged: bool = True
 
     @property
     def blocking(self) -> bool:
@@ -164,7 +166,7 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _signed(value: Decimal) -> str:
-    text = _plain(value)
+    text = plain_decimal(value)
     return text if text.startswith("-") or text == "0" else "+" + text
 
 
@@ -287,7 +289,8 @@ class HourChecker:
 
         ``source_totals`` is what LiteLLM holds for the hour. When the source cannot say,
         pass ``None`` and ``skip_reason`` (why, e.g. "the api source has no aggregate to
-        reconcile with"); ``matches_source`` then passes as skipped.
+        reconcile with"); ``matches_source`` is then not judged (``judged=False``), which
+        holds nothing back but is never shown as a pass.
         """
         return [
             self._required_fields(),
@@ -423,7 +426,13 @@ class HourChecker:
     # -- outcomes --------------------------------------------------------------------------
 
     def _outcome(
-        self, check: str, passed: bool, reason: str, metadata: dict[str, MetadataValue]
+        self,
+        check: str,
+        passed: bool,
+        reason: str,
+        metadata: dict[str, MetadataValue],
+        *,
+        judged: bool = True,
     ) -> CheckOutcome:
         return CheckOutcome(
             check=check,
@@ -433,6 +442,7 @@ class HourChecker:
             reason=f"{self._label}: {reason}",
             offending_request_ids=() if passed else tuple(self._ids[check]),
             metadata={"rows": self._rows, **metadata},
+            judged=judged,
         )
 
     def _unread_outcome(
@@ -548,7 +558,7 @@ class HourChecker:
             "nan_spend_rows": self._spend_problems["nan"],
             "infinite_spend_rows": self._spend_problems["infinite"],
             "too_large_spend_rows": self._spend_problems["too_large"],
-            "negative_spend_total": _plain(self._negative_spend_total),
+            "negative_spend_total": plain_decimal(self._negative_spend_total),
             **{f"negative_{name}_rows": self._negative_tokens[name] for name in TOKEN_COLUMNS},
         }
         labels = {
@@ -580,27 +590,29 @@ class HourChecker:
     ) -> CheckOutcome:
         metadata: dict[str, MetadataValue] = {
             "lake_rows": self._rows,
-            "lake_spend": _plain(self._spend),
+            "lake_spend": plain_decimal(self._spend),
             "lake_unsummable_spend_rows": self._unsummable,
-            "spend_tolerance": _plain(self.spend_tolerance),
+            "spend_tolerance": plain_decimal(self.spend_tolerance),
         }
         if source_totals is None:
             why = skip_reason or "the source gave no aggregate to reconcile with"
-            return self._outcome(MATCHES_SOURCE, True, f"skipped: {why}", metadata)
+            return self._outcome(
+                MATCHES_SOURCE, True, f"not evaluated: {why}", metadata, judged=False
+            )
         if skip_reason is not None:
             raise ValueError("pass skip_reason only when there are no source totals")
         row_difference = self._rows - source_totals.rows
         spend_difference = _EXACT.subtract(self._spend, source_totals.spend)
         metadata |= {
             "source_rows": source_totals.rows,
-            "source_spend": _plain(source_totals.spend),
+            "source_spend": plain_decimal(source_totals.spend),
             "row_difference": row_difference,
-            "spend_difference": _plain(spend_difference),
+            "spend_difference": plain_decimal(spend_difference),
         }
-        lake = f"the lake has {_plural(self._rows, 'row')} and {_plain(self._spend)} USD"
+        lake = f"the lake has {_plural(self._rows, 'row')} and {plain_decimal(self._spend)} USD"
         source = (
             f"LiteLLM holds {_plural(source_totals.rows, 'row')} and "
-            f"{_plain(source_totals.spend)} USD"
+            f"{plain_decimal(source_totals.spend)} USD"
         )
         if self._unsummable:
             reason = (
@@ -614,11 +626,14 @@ class HourChecker:
             return self._outcome(MATCHES_SOURCE, False, reason, metadata)
         passed = row_difference == 0 and _within(spend_difference, self.spend_tolerance)
         if passed:
-            reason = f"{lake}, as LiteLLM does (spend within {_plain(self.spend_tolerance)} USD)"
+            reason = (
+                f"{lake}, as LiteLLM does (spend within {plain_decimal(self.spend_tolerance)} USD)"
+            )
         else:
             reason = (
                 f"{lake} but {source} (difference {row_difference:+,} rows, "
-                f"{_signed(spend_difference)} USD; tolerance {_plain(self.spend_tolerance)} USD)"
+                f"{_signed(spend_difference)} USD; "
+                f"tolerance {plain_decimal(self.spend_tolerance)} USD)"
             )
         unread = self._unread_outcome(MATCHES_SOURCE, reason, metadata)
         return unread or self._outcome(MATCHES_SOURCE, passed, reason, metadata)
@@ -660,7 +675,7 @@ class HourChecker:
 def _totals_text(totals: SourceTotals | None) -> str:
     if totals is None:
         return "not materialized"
-    return f"{_plural(totals.rows, 'row')}, {_plain(totals.spend)} USD"
+    return f"{_plural(totals.rows, 'row')}, {plain_decimal(totals.spend)} USD"
 
 
 def late_rows(
@@ -711,8 +726,8 @@ def late_rows(
         "late_hours": len(late),
         "hours_to_rerun": ",".join(rerun),
         "rows_added": rows_added,
-        "spend_added": _plain(spend_added),
-        "spend_tolerance": _plain(spend_tolerance),
+        "spend_added": plain_decimal(spend_added),
+        "spend_tolerance": plain_decimal(spend_tolerance),
     }
     for hour, before, after in late:
         metadata[partition_key(hour)] = f"{_totals_text(before)} -> {_totals_text(after)}"
@@ -877,18 +892,18 @@ def daily_reconciliation(
         "lake_requests": lake.requests,
         "lake_failed_requests": failures,
         "litellm_requests": litellm.requests,
-        "lake_spend": _plain(lake.spend),
-        "litellm_spend": _plain(litellm.spend),
-        "spend_difference": _plain(_EXACT.subtract(lake.spend, litellm.spend)),
+        "lake_spend": plain_decimal(lake.spend),
+        "litellm_spend": plain_decimal(litellm.spend),
+        "spend_difference": plain_decimal(_EXACT.subtract(lake.spend, litellm.spend)),
         "lake_unsummable_spend_rows": lake.unsummable,
         "litellm_unsummable_spend_rows": litellm.unsummable,
-        "spend_tolerance": _plain(spend_tolerance),
+        "spend_tolerance": plain_decimal(spend_tolerance),
     }
     unsummable = lake.unsummable + litellm.unsummable
     passed = not differences and not unsummable
     totals = (
-        f"lake {_plural(lake.requests, 'request')} and {_plain(lake.spend)} USD, LiteLLM "
-        f"{_plural(litellm.requests, 'request')} and {_plain(litellm.spend)} USD"
+        f"lake {_plural(lake.requests, 'request')} and {plain_decimal(lake.spend)} USD, LiteLLM "
+        f"{_plural(litellm.requests, 'request')} and {plain_decimal(litellm.spend)} USD"
     )
     label = f"{day.isoformat()} UTC"
     if passed:
@@ -924,7 +939,7 @@ def _cell(value: object) -> str:
     if value is None or value == "":
         return "(none)"
     if isinstance(value, Decimal):
-        return _plain(value)
+        return plain_decimal(value)
     if isinstance(value, int):
         return f"{value:,}"
     text = str(value)

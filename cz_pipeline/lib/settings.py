@@ -14,7 +14,12 @@ DEFAULT_LAKE_URL = str(Path.cwd() / "lake")
 DEFAULT_PARTITIONS_START = "2025-01-01-00:00"
 DEFAULT_DAILY_CRON = "0 2 * * *"
 DEFAULT_CLOUDZERO_API_URL = "https://api.cloudzero.com"
-SECRET_VARIABLES = ("LITELLM_DATABASE_URL", "LITELLM_API_KEY", "CLOUDZERO_API_KEY")
+SECRET_VARIABLES = (
+    "LITELLM_DATABASE_URL",
+    "LITELLM_API_KEY",
+    "CLOUDZERO_API_KEY",
+    "CZ_ALERT_WEBHOOK_URL",
+)
 """Read by Dagster as ``EnvVar`` when a run starts; here only whether each is set."""
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -42,6 +47,7 @@ class Settings:
     cloudzero_api_url: str = DEFAULT_CLOUDZERO_API_URL
     cloudzero_connection_id: str | None = None
     dry_run_requested: bool = False
+    dagster_ui_url: str | None = None
     secrets_set: frozenset[str] = field(default_factory=frozenset)
     """Which of :data:`SECRET_VARIABLES` hold a value (never the values themselves)."""
 
@@ -70,6 +76,7 @@ class Settings:
             or DEFAULT_CLOUDZERO_API_URL,
             cloudzero_connection_id=_text(env, "CLOUDZERO_CONNECTION_ID") or None,
             dry_run_requested=_flag(env, "CZ_DRY_RUN"),
+            dagster_ui_url=_text(env, "CZ_DAGSTER_UI_URL") or None,
             secrets_set=frozenset(name for name in SECRET_VARIABLES if _text(env, name)),
         )
 

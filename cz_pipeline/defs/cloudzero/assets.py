@@ -1,7 +1,7 @@
 """CloudZero line items and billing drops: each checked hour of spend, sent exactly once."""
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -10,9 +10,9 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from cz_pipeline.defs.check_results import check_result
+from cz_pipeline.defs.check_results import log_hour_verdicts
 from cz_pipeline.defs.litellm.assets import SPEND_LOGS
-from cz_pipeline.defs.metadata import run_window
+from cz_pipeline.defs.metadata import hour_check_specs, markdown_text, run_window
 from cz_pipeline.defs.partitions import hourly_partitions
 from cz_pipeline.defs.resources import CheckThresholdsResource, CloudZeroResource, LakeResource
 from cz_pipeline.lib import cbf_checks
@@ -76,10 +76,30 @@ def _line_item_columns(grain: Grain) -> dg.TableSchema:
     how = {column: f"{source}. Why: {reason}" for column, source, reason in mapping_doc(grain)}
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(name=f.name, type="string", description=how.get(f.name))
+            dg.TableColumn(
+                name=f.name,
+                type="string",
+                description=markdown_text(how[f.name]) if f.name in how else None,
+            )
             for f in line_item_schema(grain)
         ]
     )
+
+
+def mapping_markdown(grain: Grain) -> str:
+    """Each CBF column with its source columns, as a table the open-source UI renders.
+
+    Dagster's open-source UI does not draw ``dagster/column_lineage`` (Dagster+ does), but it
+    renders an asset's description as Markdown.
+    """
+    sources = line_item_lineage(grain)
+    rows = [
+        f"| `{column}` | {', '.join(f'`{c}`' for c in sources.get(column, [])) or 'none'} | "
+        f"{markdown_text(how).replace('|', '/')} |"
+        for column, how, _ in mapping_doc(grain)
+    ]
+    header = f"| CBF column | from `{SPEND_LOGS_DATASET}` columns | how |\n|---|---|---|\n"
+    return header + "\n".join(rows)
 
 
 # The grain the code location was loaded with (CZ_CBF_GRAIN), for definition-level metadata.
@@ -135,38 +155,50 @@ def _write_line_item_piece(
     )
 
 
-@dg.asset(
+LINE_ITEMS_DESCRIPTION = f"""CloudZero Common Bill Format line items of each UTC hour, exactly
+as they will be sent.
+
+One row per hour and grain combination (`CZ_CBF_GRAIN`; loaded with `{_LOADED_GRAIN.to_spec()}`);
+every value is the string that goes on the wire. Hours whose spend logs were held back are held
+back here too. Files live at `<CZ_LAKE_URL>/cloudzero_line_items/date=YYYY-MM-DD/hour=HH/`.
+Each hour's check verdicts are on that hour's partition.
+
+**Where each column comes from** (also in `dagster/column_lineage`, which Dagster+ draws):
+
+{mapping_markdown(_LOADED_GRAIN)}
+"""
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            LINE_ITEMS,
+            description=LINE_ITEMS_DESCRIPTION,
+            deps=[SPEND_LOGS],
+            group_name="cloudzero",
+            owners=["team:finops-data"],
+            kinds={"python", "parquet"},
+            metadata={
+                "dagster/column_schema": _line_item_columns(_LOADED_GRAIN),
+                "dagster/column_lineage": _column_lineage(_LOADED_GRAIN),
+                "grain": _LOADED_GRAIN.to_spec(),
+            },
+            code_version="1",
+        )
+    ],
     name=LINE_ITEMS_DATASET,
-    group_name="cloudzero",
-    deps=[SPEND_LOGS],
     partitions_def=hourly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    owners=["team:finops-data"],
-    kinds={"python", "parquet"},
-    metadata={
-        "dagster/column_schema": _line_item_columns(_LOADED_GRAIN),
-        "dagster/column_lineage": _column_lineage(_LOADED_GRAIN),
-        "grain": _LOADED_GRAIN.to_spec(),
-    },
-    check_specs=[
-        dg.AssetCheckSpec(name, asset=LINE_ITEMS_DATASET, description=description)
-        for name, description in LINE_ITEM_CHECK_DESCRIPTIONS.items()
-    ],
-    code_version="1",
+    check_specs=hour_check_specs(LINE_ITEMS, LINE_ITEM_CHECK_DESCRIPTIONS),
+    # Makes the check outputs optional: each hour's verdict is logged as its own evaluation.
+    can_subset=True,
 )
 def cloudzero_line_items(
     context: dg.AssetExecutionContext,
     lake: LakeResource,
     cloudzero: CloudZeroResource,
     check_thresholds: CheckThresholdsResource,
-) -> dg.MaterializeResult:
-    """CloudZero Common Bill Format line items of each UTC hour, exactly as they will be sent.
-
-    One row per hour and grain combination (``CZ_CBF_GRAIN``; default provider, model, team,
-    API key, user); every value is the string that goes on the wire. Hours whose spend logs
-    were held back are held back here too. Files live at
-    ``<CZ_LAKE_URL>/cloudzero_line_items/date=YYYY-MM-DD/hour=HH/``.
-    """
+) -> Iterator[dg.MaterializeResult]:
     window = run_window(context)
     the_lake = lake.build()
     grain = cloudzero.line_item_grain()
@@ -231,22 +263,8 @@ def cloudzero_line_items(
             },
             partition_key=key,
         )
-    results = [
-        check_result(name, outcomes, asset_key=LINE_ITEMS)
-        for name, outcomes in outcomes_by_check.items()
-        if outcomes
-    ]
-    judged = {r.check_name for r in results}
-    results += [
-        dg.AssetCheckResult(
-            check_name=name,
-            passed=True,
-            description="skipped: every hour of the run was held back upstream",
-        )
-        for name in cbf_checks.LINE_ITEM_CHECKS
-        if name not in judged
-    ]
-    return dg.MaterializeResult(check_results=results)
+    log_hour_verdicts(context, LINE_ITEMS, (o for os in outcomes_by_check.values() for o in os))
+    yield dg.MaterializeResult(asset_key=LINE_ITEMS)
 
 
 def _dry_run(lake: Lake, hour: datetime, items: pa.Table, max_body_bytes: int) -> HourReceipt:

@@ -1,13 +1,13 @@
 """The spend-log lake: LiteLLM's requests of each UTC hour as typed, privacy-safe Parquet."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
 
-from cz_pipeline.defs.check_results import check_result
-from cz_pipeline.defs.metadata import column_schema, run_window
+from cz_pipeline.defs.check_results import log_hour_verdicts, not_evaluated
+from cz_pipeline.defs.metadata import column_schema, hour_check_specs, run_window, spend_metadata
 from cz_pipeline.defs.partitions import hourly_partitions
 from cz_pipeline.defs.resources import (
     CheckThresholdsResource,
@@ -19,6 +19,13 @@ from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, HourSummary, extr
 from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
 
 SPEND_LOGS = dg.AssetKey(SPEND_LOGS_DATASET)
+SPEND_LOGS_DESCRIPTION = """LiteLLM spend logs of each UTC hour, normalized into one zstd Parquet
+file per hour.
+
+One query reads the run's whole range of hours; prompts, responses and IPs are never read.
+Files live at `<CZ_LAKE_URL>/litellm_spend_logs/date=YYYY-MM-DD/hour=HH/`. An hour that fails a
+blocking check goes to `litellm_spend_logs_quarantine` instead and is held back from CloudZero;
+the other hours go on. Each hour's check verdicts are on that hour's partition."""
 
 HOUR_CHECK_DESCRIPTIONS = {
     checks.REQUIRED_FIELDS: "request_id, start_time, spend and token counts are present and "
@@ -41,8 +48,7 @@ def _hour_metadata(summary: HourSummary, lake_path: str, snapshot: datetime) -> 
     failed = [o.check for o in summary.outcomes if not o.passed]
     return {
         "dagster/row_count": summary.rows,
-        "spend_usd": summary.spend,
-        "spend_exact": str(summary.exact_spend),
+        **spend_metadata(summary.exact_spend),
         "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens,
         "total_tokens": summary.total_tokens,
@@ -53,44 +59,35 @@ def _hour_metadata(summary: HourSummary, lake_path: str, snapshot: datetime) -> 
         "held_back": summary.held_back,
         "failed_checks": ", ".join(failed),
         "snapshot": snapshot.isoformat(),
+        "not_evaluated": not_evaluated(summary.outcomes),
     }
 
 
-def _check_results(summaries: Sequence[HourSummary]) -> list[dg.AssetCheckResult]:
-    by_check: dict[str, list[checks.CheckOutcome]] = {name: [] for name in checks.HOUR_CHECKS}
-    for summary in summaries:
-        for outcome in summary.outcomes:
-            by_check[outcome.check].append(outcome)
-    return [check_result(name, outcomes) for name, outcomes in by_check.items()]
-
-
-@dg.asset(
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            SPEND_LOGS,
+            description=SPEND_LOGS_DESCRIPTION,
+            group_name="litellm",
+            owners=["team:finops-data"],
+            kinds={"python", "parquet"},
+            metadata={"dagster/column_schema": column_schema(LAKE_SCHEMA)},
+            code_version="2",
+        )
+    ],
     name=SPEND_LOGS_DATASET,
-    group_name="litellm",
     partitions_def=hourly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    owners=["team:finops-data"],
-    kinds={"python", "parquet"},
-    metadata={"dagster/column_schema": column_schema(LAKE_SCHEMA)},
-    check_specs=[
-        dg.AssetCheckSpec(name, asset=SPEND_LOGS_DATASET, description=description)
-        for name, description in HOUR_CHECK_DESCRIPTIONS.items()
-    ],
-    code_version="2",
+    check_specs=hour_check_specs(SPEND_LOGS, HOUR_CHECK_DESCRIPTIONS),
+    # Makes the check outputs optional: each hour's verdict is logged as its own evaluation.
+    can_subset=True,
 )
 def litellm_spend_logs(
     context: dg.AssetExecutionContext,
     spend_log_source: SpendLogSourceResource,
     lake: LakeResource,
     check_thresholds: CheckThresholdsResource,
-) -> dg.MaterializeResult:
-    """LiteLLM spend logs of each UTC hour, normalized into one zstd Parquet file per hour.
-
-    One query reads the run's whole range of hours; prompts, responses and IPs are never read.
-    Files live at ``<CZ_LAKE_URL>/litellm_spend_logs/date=YYYY-MM-DD/hour=HH/``. An hour that
-    fails a blocking check goes to ``litellm_spend_logs_quarantine`` instead and is held back
-    from CloudZero; the other hours go on.
-    """
+) -> Iterator[dg.MaterializeResult]:
     window = run_window(context)
     source = spend_log_source.build()
     the_lake = lake.build()
@@ -126,4 +123,7 @@ def litellm_spend_logs(
         f"wrote {len(summaries)} hours, {total_rows:,} requests to {the_lake.url}"
         + (f"; held back: {', '.join(held)}" if held else "")
     )
-    return dg.MaterializeResult(check_results=_check_results(summaries))
+    # A stale hour's file was discarded, so its verdicts judged nothing that stands.
+    fresh = (o for s in summaries if s.stale is None for o in s.outcomes)
+    log_hour_verdicts(context, SPEND_LOGS, fresh)
+    yield dg.MaterializeResult(asset_key=SPEND_LOGS)

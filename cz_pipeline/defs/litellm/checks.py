@@ -5,13 +5,14 @@ good hours from reaching CloudZero. Neither takes the asset as an input (that wo
 hourly partition since the start); they read what they need through the resources.
 """
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
 import pyarrow as pa
 
-from cz_pipeline.defs.check_results import check_result
+from cz_pipeline.defs.check_results import check_result, window_result
 from cz_pipeline.defs.litellm.assets import SPEND_LOGS
 from cz_pipeline.defs.metadata import check_partition_keys
 from cz_pipeline.defs.resources import (
@@ -30,14 +31,16 @@ from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
 _DAILY_COLUMNS = ["api_key", "model", "provider", "spend", "status", "start_time"]
 
 
-def _skipped(check_name: str, reason: str) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=check_name,
-        passed=True,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"skipped: {reason}",
-        metadata={"skipped": reason},
-    )
+def _not_evaluated(
+    context: dg.AssetCheckExecutionContext, check_name: str, reason: str
+) -> Iterator[dg.AssetCheckResult]:
+    """No result at all: Dagster shows the check as skipped (not evaluated), never as passed."""
+    context.log.info(f"{check_name} not evaluated: {reason}")
+    yield from ()
+
+
+def _run_level(name: str, description: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=SPEND_LOGS, description=description)]
 
 
 def lookback_window(now: datetime, hours: int) -> HourWindow:
@@ -46,21 +49,29 @@ def lookback_window(now: datetime, hours: int) -> HourWindow:
     return HourWindow(end - hours * HOUR, end)
 
 
-@dg.asset_check(
-    asset=SPEND_LOGS,
-    name=checks.LATE_ROWS,
-    description="Warns about hours whose LiteLLM rows changed after they were materialized "
-    "(LiteLLM writes spend logs in delayed batches), within the last "
-    "CZ_LATE_ROWS_LOOKBACK_HOURS hours, and lists the hours to re-run.",
+# Run-level checks are multi-asset checks with can_subset=True so that one that cannot judge
+# may return no result: Dagster then shows it as skipped instead of a green pass.
+@dg.multi_asset_check(
+    specs=_run_level(
+        checks.LATE_ROWS,
+        "Warns about hours whose LiteLLM rows changed after they were materialized (LiteLLM "
+        "writes spend logs in delayed batches), within the last CZ_LATE_ROWS_LOOKBACK_HOURS "
+        "hours, and lists the hours to re-run. Not evaluated for a source that cannot count "
+        "rows per hour.",
+    ),
+    can_subset=True,
 )
 def late_rows(
+    context: dg.AssetCheckExecutionContext,
     spend_log_source: SpendLogSourceResource,
     lake: LakeResource,
     check_thresholds: CheckThresholdsResource,
-) -> dg.AssetCheckResult:
+) -> Iterator[dg.AssetCheckResult]:
     source = spend_log_source.build()
     if not isinstance(source, HourlyTotalsSource):
-        return _skipped(checks.LATE_ROWS, f"the {source.name} source cannot count rows per hour")
+        reason = f"the {source.name} source cannot count rows per hour"
+        yield from _not_evaluated(context, checks.LATE_ROWS, reason)
+        return
     window = lookback_window(datetime.now(UTC), check_thresholds.late_rows_lookback_hours)
     materialized = {
         hour: record.spend_logs.totals
@@ -68,13 +79,15 @@ def late_rows(
         if record.spend_logs is not None
     }
     if not materialized:
-        return _skipped(checks.LATE_ROWS, f"no hour of {window} is materialized yet")
+        reason = f"no hour of {window} is materialized yet"
+        yield from _not_evaluated(context, checks.LATE_ROWS, reason)
+        return
     outcome = checks.late_rows(
         materialized,
         source.hourly_totals(window),
         spend_tolerance=Decimal(check_thresholds.spend_tolerance),
     )
-    return check_result(checks.LATE_ROWS, [outcome], description=outcome.reason)
+    yield window_result(outcome)
 
 
 def complete_days(context: dg.AssetCheckExecutionContext) -> list[date]:
@@ -101,28 +114,34 @@ def _lake_day(lake: Lake, day: date) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-@dg.asset_check(
-    asset=SPEND_LOGS,
-    name=checks.DAILY_RECONCILIATION,
-    description="Warns when a complete UTC day of the lake differs from LiteLLM's own "
-    "LiteLLM_DailyUserSpend per API key, model and provider (spend beyond "
-    "CZ_DAILY_SPEND_TOLERANCE, or request counts). It catches rows LiteLLM dropped from its "
-    "spend logs on duplicate provider request ids, and double counting.",
+@dg.multi_asset_check(
+    specs=_run_level(
+        checks.DAILY_RECONCILIATION,
+        "Warns when a complete UTC day of the lake differs from LiteLLM's own "
+        "LiteLLM_DailyUserSpend per API key, model and provider (spend beyond "
+        "CZ_DAILY_SPEND_TOLERANCE, or request counts), naming the days. It catches rows "
+        "LiteLLM dropped from its spend logs on duplicate provider request ids, and double "
+        "counting. Not evaluated for a source without the daily table or a run without a "
+        "complete UTC day.",
+    ),
+    can_subset=True,
 )
 def daily_reconciliation(
     context: dg.AssetCheckExecutionContext,
     spend_log_source: SpendLogSourceResource,
     lake: LakeResource,
     check_thresholds: CheckThresholdsResource,
-) -> dg.AssetCheckResult:
+) -> Iterator[dg.AssetCheckResult]:
     source = spend_log_source.build()
     if not isinstance(source, DailySpendSource):
-        return _skipped(
-            checks.DAILY_RECONCILIATION, f"the {source.name} source has no LiteLLM daily table"
-        )
+        reason = f"the {source.name} source has no LiteLLM daily table"
+        yield from _not_evaluated(context, checks.DAILY_RECONCILIATION, reason)
+        return
     days = complete_days(context)
     if not days:
-        return _skipped(checks.DAILY_RECONCILIATION, "this run covers no complete UTC day")
+        reason = "this run covers no complete UTC day"
+        yield from _not_evaluated(context, checks.DAILY_RECONCILIATION, reason)
+        return
     the_lake = lake.build()
     daily = source.daily_user_spend(days[0], days[-1])
     outcomes, tables = [], []
@@ -135,10 +154,10 @@ def daily_reconciliation(
         )
         outcomes.append(outcome)
         tables.append(differences)
-    result = check_result(checks.DAILY_RECONCILIATION, outcomes)
+    result = check_result(checks.DAILY_RECONCILIATION, outcomes, unit="day")
     differences = pa.concat_tables(tables)
     if differences.num_rows:
         metadata = dict(result.metadata)
         metadata["differences"] = dg.MetadataValue.md(checks.differences_markdown(differences))
-        return result._replace(metadata=metadata)
-    return result
+        result = result._replace(metadata=metadata)
+    yield result
