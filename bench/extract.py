@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,9 @@ from cz_pipeline.lib.sources.litellm_postgres import window_query
 
 REPO = Path(__file__).resolve().parent.parent
 _ORDER_BY = '\nORDER BY s."startTime"'
-_LATERAL_PREFIX = "CROSS JOIN LATERAL jsonb_to_record"
+_LATERAL_PREFIX = "CROSS JOIN LATERAL"
+# A select-list line that reads only the table's own columns, e.g. '  s."startTime" AS start_time,'.
+_SCALAR_COLUMN = re.compile(r'^  s\.("\w+"|\w+)(::\w+)? AS \w+,?$')
 
 
 @dataclass
@@ -82,14 +85,12 @@ def unordered_query(window: HourWindow) -> str:
 
 
 def scalar_query(window: HourWindow) -> str:
-    """The production query's scalar columns only: no ``jsonb_to_record``, no metadata read."""
+    """The production query's scalar columns only: no metadata read at all."""
     lines = unordered_query(window).split("\n")
     if lines[0] != "SELECT" or not any(line.startswith(_LATERAL_PREFIX) for line in lines):
         raise RuntimeError("window_query changed shape; update bench.extract.scalar_query")
-    columns = [
-        line.strip().rstrip(",") for line in lines[1:] if line.startswith("  ") and "m." not in line
-    ]
-    rest = [line for line in lines[1:] if not line.startswith(("  ", _LATERAL_PREFIX))]
+    columns = [line.strip().rstrip(",") for line in lines[1:] if _SCALAR_COLUMN.match(line)]
+    rest = [line for line in lines[1:] if line.startswith(("FROM", "WHERE"))]
     return "SELECT\n  " + ",\n  ".join(columns) + "\n" + "\n".join(rest)
 
 
@@ -363,7 +364,7 @@ PROTOTYPES: dict[str, Variant] = {
         ),
     )
 }
-DEFAULT_PROTOTYPES = ("lowmem", "fixes", "prefetch", "split12")
+DEFAULT_PROTOTYPES: tuple[str, ...] = ()
 SCALING_PROTOTYPES = ("lowmem", "fixes", "prefetch", "split12")
 
 
@@ -402,6 +403,7 @@ class ExtractResult:
             padding_bytes=load["padding_bytes"],
             seed=load["seed"],
             reused=load["reused"],
+            shape=load.get("shape", "padded"),
             load_s=load["load_s"],
             table_bytes=load["spend_logs_table_bytes"],
             metadata_bytes_avg=load["metadata_bytes_avg"],
@@ -427,6 +429,7 @@ class ExtractResult:
             "rows": self.loaded.rows,
             "load": {
                 "reused": self.loaded.reused,
+                "shape": self.loaded.shape,
                 "load_s": self.loaded.load_s,
                 "padding_bytes": self.loaded.padding_bytes,
                 "metadata_bytes_avg": self.loaded.metadata_bytes_avg,
