@@ -157,7 +157,24 @@ def extract_to_lake(
     dataset: str = SPEND_LOGS_DATASET,
     settings: CheckSettings | None = None,
 ) -> list[HourSummary]:
-    """Write every hour of ``window`` to the lake (or quarantine), checked and summarized."""
+    """Write every hour of ``window`` to the lake (or quarantine), checked and summarized.
+
+    The extraction is closed however this ends, so a failed write never leaves the source's
+    connection or reader thread behind.
+    """
+    try:
+        return _write_hours(extraction, window, lake, dataset, settings)
+    finally:
+        extraction.close()
+
+
+def _write_hours(
+    extraction: Extraction,
+    window: HourWindow,
+    lake: Lake,
+    dataset: str,
+    settings: CheckSettings | None,
+) -> list[HourSummary]:
     settings = settings or CheckSettings()
     hours = list(window.hours())
     summaries = [HourSummary(hour) for hour in hours]

@@ -36,6 +36,13 @@ class Extraction:
     source_totals: Mapping[datetime, SourceTotals] | None = None
     no_totals_reason: str = "the source has no per-hour aggregate to reconcile with"
 
+    def close(self) -> None:
+        """Stop reading and release what the source holds (a connection, a reader thread);
+        whoever consumes ``batches`` calls it when done or failed."""
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()
+
 
 class SpendLogSource(Protocol):
     """Reads LiteLLM spend logs for a window of whole UTC hours."""
