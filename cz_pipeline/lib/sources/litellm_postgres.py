@@ -23,6 +23,17 @@ from cz_pipeline.lib.checks import SourceTotals
 from cz_pipeline.lib.hours import HourWindow, as_utc
 from cz_pipeline.lib.normalize import AliasLookup
 from cz_pipeline.lib.sources.base import Extraction, SourceError
+from cz_pipeline.lib.sources.read_ahead import ReadAhead
+from cz_pipeline.lib.sources.row_problems import (
+    COST_FIELDS,
+    FLOAT_LIMIT,
+    FLOAT_SMALLEST,
+    METADATA_NUMBERS,
+    NOT_AN_OBJECT,
+    NUMERIC_TEXT,
+    QUOTED_CHARS,
+    WHOLE_LIMIT,
+)
 from cz_pipeline.lib.spend_log_schema import EXTRACT_SCHEMA, OPTIONAL_SOURCE_COLUMNS
 
 SPEND_LOGS_TABLE = "LiteLLM_SpendLogs"
@@ -55,10 +66,63 @@ _METADATA_RECORD = (
     "user_api_key_alias text, user_api_key_team_alias text, usage_object jsonb, "
     "cost_breakdown jsonb, spend_logs_metadata jsonb"
 )
+# ``metadata`` when it is a JSON object, else NULL (jsonb_to_record fails on anything else). One
+# function reads the column, so each row's ~10 KB value is de-TOASTed once; jsonb_typeof plus
+# jsonb_to_record would decompress it twice.
+_METADATA_OBJECT = (
+    "jsonb_path_query_first(s.metadata, 'strict $ ? (@.type() == \"object\")', '{}', true)"
+)
+# Where each metadata number lives in the parsed metadata ``m``.
+_METADATA_PATHS = {
+    "cache_read_input_tokens": "m.usage_object->'cache_read_input_tokens'",
+    "cached_tokens": "m.usage_object#>'{prompt_tokens_details,cached_tokens}'",
+    "cache_creation_input_tokens": "m.usage_object->'cache_creation_input_tokens'",
+    **{name: f"m.cost_breakdown->'{name}'" for name in COST_FIELDS},
+}
+assert set(_METADATA_PATHS) == set(METADATA_NUMBERS)
 
 
-def _int(expression: str) -> str:
-    return f"({expression})::numeric::bigint"
+def _fits(number: str, whole: bool) -> str:
+    if whole:
+        return f"abs({number}) < {WHOLE_LIMIT}"
+    return (
+        f"abs({number}) < {FLOAT_LIMIT:g} AND ({number} = 0 OR abs({number}) >= {FLOAT_SMALLEST:g})"
+    )
+
+
+def _guarded_number(name: str) -> str:
+    """Raw value ``r.<name>`` as bigint or float8 when it is a number (or numeric text) that
+    fits; NULL otherwise, so that a bad value never fails the query."""
+    whole = METADATA_NUMBERS[name].whole
+    sql_type = "bigint" if whole else "float8"
+    number, text = f"(r.{name})::numeric", f"(r.{name} #>> '{{}}')"
+    return (
+        f"CASE jsonb_typeof(r.{name})"
+        f" WHEN 'number' THEN CASE WHEN {_fits(number, whole)} THEN {number}::{sql_type} END"
+        f" WHEN 'string' THEN CASE WHEN {text} ~ '{NUMERIC_TEXT}'"
+        f" AND {_fits(f'{text}::numeric', whole)} THEN {text}::numeric::{sql_type} END"
+        f" END AS {name}"
+    )
+
+
+def _number_problem(name: str) -> str:
+    raw = f"r.{name}"
+    return (
+        f"CASE WHEN v.{name} IS NULL AND jsonb_typeof({raw}) <> 'null' THEN "
+        f"'{METADATA_NUMBERS[name].problem}' || jsonb_typeof({raw}) || ' ' || "
+        f"left({raw}::text, {QUOTED_CHARS}) END"
+    )
+
+
+def _row_problems() -> str:
+    """Why a row cannot be read as LiteLLM writes it ('; '-separated), NULL when it can."""
+    # Only the type of a non-object metadata: its content may hold anything (prompts too).
+    metadata = (
+        f"CASE WHEN o.object IS NULL THEN '{NOT_AN_OBJECT}' || "
+        "COALESCE('a JSON ' || jsonb_typeof(s.metadata), 'NULL') END"
+    )
+    parts = ",\n    ".join([metadata, *(_number_problem(name) for name in _METADATA_PATHS)])
+    return f"NULLIF(concat_ws('; ',\n    {parts}), '')"
 
 
 _EXPRESSIONS: dict[str, str] = {
@@ -86,21 +150,16 @@ _EXPRESSIONS: dict[str, str] = {
     "prompt_tokens": "s.prompt_tokens::bigint",
     "completion_tokens": "s.completion_tokens::bigint",
     "total_tokens": "s.total_tokens::bigint",
-    "cache_read_tokens": "COALESCE("
-    + _int("m.usage_object->>'cache_read_input_tokens'")
-    + ", "
-    + _int("m.usage_object#>>'{prompt_tokens_details,cached_tokens}'")
-    + ", 0)",
-    "cache_creation_tokens": "COALESCE("
-    + _int("m.usage_object->>'cache_creation_input_tokens'")
-    + ", 0)",
-    "input_cost": "(m.cost_breakdown->>'input_cost')::float8",
-    "output_cost": "(m.cost_breakdown->>'output_cost')::float8",
-    "cache_read_cost": "(m.cost_breakdown->>'cache_read_cost')::float8",
-    "cache_creation_cost": "(m.cost_breakdown->>'cache_creation_cost')::float8",
+    "cache_read_tokens": "COALESCE(v.cache_read_input_tokens, v.cached_tokens, 0)",
+    "cache_creation_tokens": "COALESCE(v.cache_creation_input_tokens, 0)",
+    "input_cost": "v.input_cost",
+    "output_cost": "v.output_cost",
+    "cache_read_cost": "v.cache_read_cost",
+    "cache_creation_cost": "v.cache_creation_cost",
     "cache_hit": "s.cache_hit",
     "request_tags": "s.request_tags::text",
     "spend_logs_metadata": "m.spend_logs_metadata::text",
+    "row_problems": _row_problems(),
 }
 # Source column each optional output reads, for schemas that predate it.
 _OPTIONAL_OUTPUTS = {
@@ -122,7 +181,12 @@ def _sql_timestamp(moment: datetime) -> str:
 
 
 def window_query(window: HourWindow, missing: frozenset[str] = frozenset()) -> str:
-    """The one query that reads a window; optional columns absent from the table read as NULL."""
+    """The one query that reads a window; optional columns absent from the table read as NULL.
+
+    Each lateral step (``OFFSET 0`` keeps the planner from inlining it and so evaluating its
+    expressions once per use) reads the row's metadata once: ``o`` the object, ``m`` its keys,
+    ``r`` the raw numbers inside it, ``v`` those numbers when they are numbers.
+    """
     selected = []
     for name, expression in _EXPRESSIONS.items():
         source_column = _OPTIONAL_OUTPUTS.get(name)
@@ -131,10 +195,15 @@ def window_query(window: HourWindow, missing: frozenset[str] = frozenset()) -> s
             expression = f"NULL::{_PG_TYPES.get(field_type, 'timestamp(3)')}"
         selected.append(f"{expression} AS {name}")
     columns = ",\n  ".join(selected)
+    raw = ", ".join(f"{path} AS {name}" for name, path in _METADATA_PATHS.items())
+    values = ", ".join(_guarded_number(name) for name in _METADATA_PATHS)
     return (
         f"SELECT\n  {columns}\n"
         f'FROM "{SPEND_LOGS_TABLE}" s\n'
-        f"CROSS JOIN LATERAL jsonb_to_record(s.metadata) AS m({_METADATA_RECORD})\n"
+        f"CROSS JOIN LATERAL (SELECT {_METADATA_OBJECT} AS object OFFSET 0) AS o\n"
+        f"CROSS JOIN LATERAL jsonb_to_record(o.object) AS m({_METADATA_RECORD})\n"
+        f"CROSS JOIN LATERAL (SELECT {raw} OFFSET 0) AS r\n"
+        f"CROSS JOIN LATERAL (SELECT {values} OFFSET 0) AS v\n"
         f'WHERE s."startTime" >= {_sql_timestamp(window.start)}'
         f' AND s."startTime" < {_sql_timestamp(window.end)}\n'
         f'ORDER BY s."startTime"'
@@ -188,10 +257,12 @@ class LiteLLMPostgresSource:
         *,
         statement_timeout_s: float = 600.0,
         batch_size_hint_bytes: int = 16 * 1024 * 1024,
+        read_ahead_batches: int = 2,
     ) -> None:
         self._database_url = database_url
         self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self._batch_size_hint_bytes = batch_size_hint_bytes
+        self._read_ahead_batches = read_ahead_batches
 
     def __repr__(self) -> str:
         return f"LiteLLMPostgresSource(host={urlsplit(self._database_url).hostname!r})"
@@ -306,9 +377,13 @@ class LiteLLMPostgresSource:
         except Exception as error:
             connection.close()
             raise self._fail(f"reading {window}", error) from None
-        return Extraction(
-            self._batches(connection, cursor, reader, window), notes, aliases, source_totals
+        # Batches are read on a thread from here on, while the caller works on earlier ones.
+        batches = ReadAhead(
+            self._batches(connection, cursor, reader, window),
+            depth=self._read_ahead_batches,
+            name="litellm-postgres-reader",
         )
+        return Extraction(batches, notes, aliases, source_totals)
 
     def _batches(
         self,
