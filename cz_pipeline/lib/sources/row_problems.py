@@ -28,6 +28,21 @@ class MetadataNumber:
     whole: bool  # a token count (int64), else a cost (float64)
 
     @property
+    def plain_chars(self) -> int:
+        """The longest plain decimal text (no exponent, as PostgreSQL prints a number) that
+        fits: under 10**18 for a count, about 1e-296 to 1e298 (or 0) for a cost."""
+        return WHOLE_CHARS if self.whole else FLOAT_CHARS
+
+    @property
+    def largest(self) -> float:
+        return float(10**self.plain_chars)
+
+    @property
+    def smallest(self) -> float:
+        """The smallest non-zero magnitude that fits (counts are whole)."""
+        return 0.0 if self.whole else 10.0 ** -(self.plain_chars - 2)
+
+    @property
     def problem(self) -> str:
         """The start of this field's row_problems entry; the value's JSON type and text follow."""
         return f"{self.label} is not a {'whole ' if self.whole else ''}number in range: "
@@ -51,10 +66,10 @@ METADATA_NUMBERS: dict[str, MetadataNumber] = {
 NOT_AN_OBJECT = "metadata is not a JSON object but "
 # Numeric text as PostgreSQL's numeric reads it, with an exponent too short to overflow it.
 NUMERIC_TEXT = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,3})?\s*$"
-# Magnitudes that fit: below int64's maximum for counts; float64's normal range (or 0) for costs.
-WHOLE_LIMIT = 9223372036854775807
-FLOAT_LIMIT = 1e308
-FLOAT_SMALLEST = 1e-307
+# Characters of a number's plain decimal text that fit: counts stay far below int64's maximum,
+# costs within float64's normal range, whatever the cast.
+WHOLE_CHARS = 18
+FLOAT_CHARS = 298
 # Characters of an offending value quoted in row_problems.
 QUOTED_CHARS = 24
 
@@ -67,13 +82,11 @@ class GuardedNumbers:
     problems: pa.Array  # string; null where the value is fine or absent
 
 
-def _in_range(values: pa.Array, whole: bool) -> pa.Array:
+def _in_range(values: pa.Array, field: MetadataNumber) -> pa.Array:
     magnitude = pc.abs(values)
-    if whole:
-        return pc.less(magnitude, float(WHOLE_LIMIT))
     normal = pc.and_(
-        pc.less(magnitude, FLOAT_LIMIT),
-        pc.or_(pc.equal(magnitude, 0.0), pc.greater_equal(magnitude, FLOAT_SMALLEST)),
+        pc.less(magnitude, field.largest),
+        pc.or_(pc.equal(magnitude, 0.0), pc.greater_equal(magnitude, field.smallest)),
     )
     return pc.and_(pc.is_finite(values), normal)
 
@@ -89,14 +102,14 @@ def metadata_number(name: str, values: Sequence[Any]) -> GuardedNumbers:
         exact = None
     texts = pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
     if exact is not None:
-        numbers = exact.cast(pa.float64())
-        readable = _in_range(numbers, field.whole)
+        numbers = exact.cast(pa.float64(), safe=False)  # only to compare magnitudes
+        readable = _in_range(numbers, field)
         result = pc.if_else(readable, exact, pa.scalar(None, type_))
     else:
         bare = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, r'^"(.*)"$', r"\1"))
         numeric = pc.match_substring_regex(bare, NUMERIC_TEXT)
         numbers = pc.if_else(numeric, bare, pa.scalar(None, pa.string())).cast(pa.float64())
-        readable = pc.and_(numeric, _in_range(numbers, field.whole))
+        readable = pc.and_(numeric, _in_range(numbers, field))
         rounded = pc.round(numbers) if field.whole else numbers
         result = pc.if_else(readable, rounded, pa.scalar(None, pa.float64())).cast(type_)
     present = pc.and_(pc.is_valid(texts), pc.not_equal(texts, "null"))
