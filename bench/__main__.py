@@ -101,6 +101,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run whole jobs (bench/pipeline.py): a daily run and a 30-day backfill",
     )
+    run.add_argument(
+        "--day",
+        action="store_true",
+        help="also run bench/day.py: a realistic daily run against its hours' floors",
+    )
+    run.add_argument("--day-rows-per-hour", type=int, default=20_000)
     run.add_argument("--daily-rows-per-hour", type=int, default=5000)
     run.add_argument("--backfill-rows-per-hour", type=int, default=200)
     run.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC>.json)")
@@ -126,6 +132,11 @@ def markdown_of(
 
         markdown += "\n#### Whole runs: a day and a 30-day backfill (bench/pipeline.py)\n\n"
         markdown += pipeline.table(results["pipeline"]) + "\n"
+    if "day" in results:
+        from bench import day
+
+        markdown += "\n#### A realistic daily run against its floors (bench/day.py)\n\n"
+        markdown += day.table(results["day"]) + "\n"
     return markdown
 
 
@@ -230,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import peers
 
                 results["peers"] = peers.run(args.rows_per_hour, repeat=args.repeat, log=log)
+        if args.day:
+            from bench import day
+
+            log(f"a daily run: 24 hours of {args.day_rows_per_hour:,} rows with ~10 KB metadata")
+            results["day"] = [day.run(args.day_rows_per_hour, args.shapes[0], args.padding_bytes)]
         if args.pipeline:
             from bench import pipeline
 

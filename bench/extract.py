@@ -35,8 +35,8 @@ from cz_pipeline.lib.hours import HourWindow
 from cz_pipeline.lib.sources.litellm_postgres import window_query
 
 REPO = Path(__file__).resolve().parent.parent
-_ORDER_BY = '\nORDER BY s."startTime"'
-_LATERAL_PREFIX = "CROSS JOIN LATERAL"
+_ORDER_BY = "\nORDER BY q.start_time"
+_INNER_ORDER_BY = 'ORDER BY s."startTime" '
 # A select-list line that reads only the table's own columns, e.g. '  s."startTime" AS start_time,'.
 _SCALAR_COLUMN = re.compile(r'^  s\.("\w+"|\w+)(::\w+)? AS \w+,?$')
 
@@ -77,21 +77,26 @@ def exact_query(window: HourWindow) -> str:
 
 
 def unordered_query(window: HourWindow) -> str:
-    """The production query without its final ``ORDER BY "startTime"``."""
+    """The production query without its ``ORDER BY "startTime"`` (inner and outer)."""
     query = window_query(window)
-    if not query.endswith(_ORDER_BY):
-        raise RuntimeError('window_query no longer ends with ORDER BY "startTime"')
-    return query[: -len(_ORDER_BY)]
+    if not query.endswith(_ORDER_BY) or query.count(_INNER_ORDER_BY) != 1:
+        raise RuntimeError("window_query no longer orders as bench.extract expects")
+    return query[: -len(_ORDER_BY)].replace(_INNER_ORDER_BY, "")
 
 
 def scalar_query(window: HourWindow) -> str:
     """The production query's scalar columns only: no metadata read at all."""
     lines = unordered_query(window).split("\n")
-    if lines[0] != "SELECT" or not any(line.startswith(_LATERAL_PREFIX) for line in lines):
+    table = [line for line in lines if line.startswith('FROM "')]
+    where = [line for line in lines if line.startswith("WHERE ")]
+    columns = [
+        line.strip().rstrip(",")
+        for line in lines
+        if _SCALAR_COLUMN.match(line) and not line.startswith("  s.metadata ")
+    ]
+    if len(table) != 1 or len(where) != 1 or not columns:
         raise RuntimeError("window_query changed shape; update bench.extract.scalar_query")
-    columns = [line.strip().rstrip(",") for line in lines[1:] if _SCALAR_COLUMN.match(line)]
-    rest = [line for line in lines[1:] if line.startswith(("FROM", "WHERE"))]
-    return "SELECT\n  " + ",\n  ".join(columns) + "\n" + "\n".join(rest)
+    return "SELECT\n  " + ",\n  ".join(columns) + "\n" + table[0] + "\n" + where[0]
 
 
 def copy_command(query: str) -> str:
