@@ -116,16 +116,14 @@ def run(
     loaded = load_day(url, rows_per_hour, shape, padding_bytes if shape == "padded" else 0)
     floor = floors(url)
     result = measure(instance, DAY, url)
-    floor_after = floors(url)  # the machine's load drifts: floors before and after the run
-    sum_of_floors = (floor["sum_of_hour_floors_s"] + floor_after["sum_of_hour_floors_s"]) / 2
+    sum_of_floors = floor["sum_of_hour_floors_s"]
     extract_step = result["step_seconds"].get(EXTRACT_STEP, float("nan"))
     return {
         "rows_per_hour": rows_per_hour,
         "shape": shape,
         **loaded,
         "instance": instance,
-        "floors_before": floor,
-        "floors_after": floor_after,
+        "floors": floor,
         "sum_of_hour_floors_s": sum_of_floors,
         "extract_step_s": extract_step,
         "extract_step_vs_floors": extract_step / sum_of_floors,
@@ -142,9 +140,7 @@ def table(results: list[dict[str, Any]]) -> str:
     ]
     for r in results:
         run_result, steps = r["run"], r["run"]["step_seconds"]
-        day_floor = (
-            r["floors_before"]["day_query_floor_s"] + r["floors_after"]["day_query_floor_s"]
-        ) / 2
+        day_floor = r["floors"]["day_query_floor_s"]
         share = run_result["bookkeeping_seconds"] / run_result["dagster_run_seconds"]
         lines.append(
             f"| {r['shape']} | {r['rows']:,} | {r['metadata_bytes_avg']:,} | "
