@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.database import DEFAULT_DATABASE_URL, ensure_database, load_hour
+from bench.database import DEFAULT_DATABASE_URL, SHAPES, ensure_database, load_hour
 from bench.extract import (
     DEFAULT_PROTOTYPES,
     PROTOTYPES,
@@ -36,6 +36,19 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _shapes(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SHAPES))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"choose shapes from {', '.join(SHAPES)}")
+    return names
+
+
+def _padding(shape: str, padding_bytes: int) -> int:
+    """The model_map shape is full-size as LiteLLM writes it; only the padded shape is padded."""
+    return padding_bytes if shape == "padded" else 0
+
+
 def _prototypes(text: str) -> list[str]:
     if text in ("", "none"):
         return []
@@ -54,7 +67,15 @@ def parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="load (once) and measure")
     run.add_argument("--rows-per-hour", type=int, default=200_000)
     run.add_argument("--repeat", type=int, default=3)
-    run.add_argument("--padding-bytes", type=int, default=7000, help="metadata padding per row")
+    run.add_argument(
+        "--padding-bytes", type=int, default=7000, help="metadata padding per row (padded shape)"
+    )
+    run.add_argument(
+        "--shapes",
+        type=_shapes,
+        default=list(SHAPES),
+        help=f"metadata shapes to measure extraction on, comma list of {', '.join(SHAPES)}",
+    )
     run.add_argument(
         "--database",
         default=None,
@@ -80,6 +101,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run whole jobs (bench/pipeline.py): a daily run and a 30-day backfill",
     )
+    run.add_argument(
+        "--day",
+        action="store_true",
+        help="also run bench/day.py: a realistic daily run against its hours' floors",
+    )
+    run.add_argument("--day-rows-per-hour", type=int, default=20_000)
     run.add_argument("--daily-rows-per-hour", type=int, default=5000)
     run.add_argument("--backfill-rows-per-hour", type=int, default=200)
     run.add_argument("--out", type=Path, help="results JSON (default bench/results/<UTC>.json)")
@@ -90,11 +117,11 @@ def parser() -> argparse.ArgumentParser:
 
 def markdown_of(
     results: dict[str, Any],
-    extract: ExtractResult | None,
+    extracts: list[ExtractResult],
     scaling: list[ExtractResult],
     profile: dict[str, Any] | None,
 ) -> str:
-    markdown = render(results, extract, scaling, profile)
+    markdown = render(results, extracts, scaling, profile)
     if "peers" in results:
         from bench import peers
 
@@ -105,14 +132,19 @@ def markdown_of(
 
         markdown += "\n#### Whole runs: a day and a 30-day backfill (bench/pipeline.py)\n\n"
         markdown += pipeline.table(results["pipeline"]) + "\n"
+    if "day" in results:
+        from bench import day
+
+        markdown += "\n#### A realistic daily run against its floors (bench/day.py)\n\n"
+        markdown += day.table(results["day"]) + "\n"
     return markdown
 
 
 def report(path: Path) -> int:
     results = json.loads(path.read_text())
-    extract = ExtractResult.from_json(results["extract"]) if "extract" in results else None
+    extracts = [ExtractResult.from_json(item) for item in results.get("extracts", [])]
     scaling = [ExtractResult.from_json(item) for item in results.get("scaling", [])]
-    print(markdown_of(results, extract, scaling, results.get("profile")))
+    print(markdown_of(results, extracts, scaling, results.get("profile")))
     return 0
 
 
@@ -141,32 +173,49 @@ def main(argv: list[str] | None = None) -> int:
             "rows_per_hour": args.rows_per_hour,
             "repeat": args.repeat,
             "padding_bytes": args.padding_bytes,
+            "shapes": args.shapes,
             "database": "default cz_bench" if args.database is None else "given",
             "only": args.only,
             "scaling": args.scaling,
             "prototypes": args.prototypes,
         },
     }
-    extract: ExtractResult | None = None
+    extracts: list[ExtractResult] = []
     scaling: list[ExtractResult] = []
     profile: dict[str, Any] | None = None
     kept_lake = temporary_lake()
     try:
         if args.only in ("extract", "all"):
-            loaded = load_hour(url, args.rows_per_hour, args.padding_bytes, log=log)
-            log(f"measuring extraction of {loaded.rows:,} rows, repeat {args.repeat}")
-            extract = measure_extract(
-                url, loaded, args.repeat, args.prototypes, keep_lake=kept_lake, log=log
-            )
-            results["extract"] = extract.as_json()
+            for shape in args.shapes:
+                loaded = load_hour(
+                    url,
+                    args.rows_per_hour,
+                    _padding(shape, args.padding_bytes),
+                    log=log,
+                    shape=shape,
+                )
+                log(f"measuring extraction of {loaded.rows:,} {shape} rows, repeat {args.repeat}")
+                keep = kept_lake if not extracts else None
+                extracts.append(
+                    measure_extract(
+                        url, loaded, args.repeat, args.prototypes, keep_lake=keep, log=log
+                    )
+                )
+            results["extracts"] = [extract.as_json() for extract in extracts]
             if args.profile:
                 from bench.profiling import profile_extract
 
                 log("profiling one more repetition")
-                profile = profile_extract(url, loaded)
+                profile = profile_extract(url, extracts[0].loaded)
                 results["profile"] = profile
             for size in args.scaling or []:
-                sized = load_hour(url, size, args.padding_bytes, log=log)
+                sized = load_hour(
+                    url,
+                    size,
+                    _padding(args.shapes[0], args.padding_bytes),
+                    log=log,
+                    shape=args.shapes[0],
+                )
                 log(f"scaling: measuring {size:,} rows, repeat {args.repeat}")
                 scaling.append(
                     measure_extract(
@@ -184,14 +233,19 @@ def main(argv: list[str] | None = None) -> int:
 
             log(f"CBF: bench_cbf.run({args.rows_per_hour:,}) x {args.repeat}")
             results["cbf"] = [measure_bench_cbf(args.rows_per_hour, args.repeat)]
-            if extract is not None:
+            if extracts:
                 results["cbf"].append(
-                    measure_lake_hour(kept_lake, extract.loaded.hour, args.repeat)
+                    measure_lake_hour(kept_lake, extracts[0].loaded.hour, args.repeat)
                 )
             if args.peers:
                 from bench import peers
 
                 results["peers"] = peers.run(args.rows_per_hour, repeat=args.repeat, log=log)
+        if args.day:
+            from bench import day
+
+            log(f"a daily run: 24 hours of {args.day_rows_per_hour:,} rows with ~10 KB metadata")
+            results["day"] = [day.run(args.day_rows_per_hour, args.shapes[0], args.padding_bytes)]
         if args.pipeline:
             from bench import pipeline
 
@@ -204,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(kept_lake, ignore_errors=True)
     results["finished_at"] = datetime.now(UTC).isoformat()
-    markdown = markdown_of(results, extract, scaling, profile)
+    markdown = markdown_of(results, extracts, scaling, profile)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     out.with_suffix(".md").write_text(markdown + "\n")

@@ -1,8 +1,11 @@
-"""The benchmark database: a dedicated ``cz_bench`` holding one loaded UTC hour per size.
+"""The benchmark database: a dedicated ``cz_bench`` holding one loaded UTC hour per size and shape.
 
-Loading 200,000 rows with ~10 KB metadata takes minutes, so a loaded hour is recorded in a small
-bookkeeping table (``cz_bench_loads``) and reused by later runs when it still holds the same number
-of rows written with the same padding and seed. Each size gets its own hour (09:00 UTC, one day
+Two metadata shapes: ``padded`` (the synthetic price-map entry grown with null fields to the
+padding) and ``model_map`` (every one of the 182 price-map fields LiteLLM 1.108 writes into
+``metadata.model_map_information``, about 8 KB, as real rows carry them). Loading 200,000 rows with
+~10 KB metadata takes minutes, so a loaded hour is recorded in a small bookkeeping table
+(``cz_bench_loads``) and reused by later runs when it still holds the same number of rows written
+with the same shape, padding and seed. Each size gets its own hour (09:00 UTC, one day
 apart from 2026-10-01): the generator's daily rhythm scales 09:00 by exactly 1.0, so an hour
 loaded with ``rows_per_hour=N`` holds exactly N rows.
 """
@@ -26,6 +29,7 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/cz_bench"
 FIRST_SLOT = datetime(2026, 10, 1, 9, tzinfo=UTC)
 SLOT_STEP = timedelta(days=1)
 SEED = 2
+SHAPES = ("padded", "model_map")
 _LOADS_TABLE = "cz_bench_loads"
 _SPEND_LOGS = litellm_tables.SPEND_LOGS
 
@@ -39,6 +43,7 @@ class LoadedHour:
     padding_bytes: int
     seed: int
     reused: bool
+    shape: str  # one of SHAPES
     load_s: float  # 0 when reused
     table_bytes: int  # "LiteLLM_SpendLogs" with TOAST and indexes, all hours loaded
     metadata_bytes_avg: int  # average octet length of metadata::text in the hour
@@ -80,6 +85,9 @@ def _ensure_bookkeeping(cursor: Any) -> None:
         "rows bigint NOT NULL, padding_bytes int NOT NULL, seed int NOT NULL, "
         "load_s float8 NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now())"
     )
+    cursor.execute(
+        f"ALTER TABLE {_LOADS_TABLE} ADD COLUMN IF NOT EXISTS shape text NOT NULL DEFAULT 'padded'"
+    )
 
 
 def _spend_logs_exists(cursor: Any) -> bool:
@@ -98,14 +106,16 @@ def _hour_count(cursor: Any, hour: datetime) -> int:
     return int(cursor.fetchone()[0])
 
 
-def _pick_slot(cursor: Any, rows: int, padding: int, seed: int) -> tuple[datetime, bool]:
+def _pick_slot(
+    cursor: Any, rows: int, padding: int, seed: int, shape: str
+) -> tuple[datetime, bool]:
     """(hour, reusable): the hour already loaded with this size, else the first free slot."""
     cursor.execute(
-        f"SELECT hour, rows, padding_bytes, seed FROM {_LOADS_TABLE} ORDER BY hour",
+        f"SELECT hour, rows, padding_bytes, seed, shape FROM {_LOADS_TABLE} ORDER BY hour",
     )
     recorded = {row[0].replace(tzinfo=UTC): row[1:] for row in cursor.fetchall()}
-    for hour, (loaded_rows, loaded_padding, loaded_seed) in recorded.items():
-        if (loaded_rows, loaded_padding, loaded_seed) == (rows, padding, seed):
+    for hour, loaded in recorded.items():
+        if loaded == (rows, padding, seed, shape):
             if _hour_count(cursor, hour) == rows:
                 return hour, True
             return hour, False  # recorded but altered since: reload this slot
@@ -131,23 +141,29 @@ def load_hour(
     padding_bytes: int,
     seed: int = SEED,
     log: Callable[[str], None] = print,
+    shape: str = "padded",
 ) -> LoadedHour:
-    """Make sure one hour holds exactly ``rows`` synthetic rows; load it (and VACUUM ANALYZE)
-    only when no earlier run left such an hour behind."""
+    """Make sure one hour holds exactly ``rows`` synthetic rows of ``shape``; load it (and
+    VACUUM ANALYZE) only when no earlier run left such an hour behind."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown metadata shape {shape!r}; choose from {', '.join(SHAPES)}")
     connection = _autocommit(url)
     try:
         with connection.cursor() as cursor:
             _ensure_bookkeeping(cursor)
-            hour, reusable = _pick_slot(cursor, rows, padding_bytes, seed)
+            hour, reusable = _pick_slot(cursor, rows, padding_bytes, seed, shape)
             load_s = 0.0
             if reusable:
-                log(f"reusing {hour:%Y-%m-%d %H:%M} UTC: {rows:,} rows, padding {padding_bytes}")
+                log(
+                    f"reusing {hour:%Y-%m-%d %H:%M} UTC: {rows:,} rows, {shape}, "
+                    f"padding {padding_bytes}"
+                )
             else:
                 if hourly_row_count(hour, rows) != rows:
                     raise RuntimeError(f"{hour} is not a 1.0x hour of the synthetic rhythm")
                 _clear_hour(cursor, hour)
                 log(
-                    f"loading {rows:,} rows (metadata padding {padding_bytes} B) into "
+                    f"loading {rows:,} rows ({shape} metadata, padding {padding_bytes} B) into "
                     f"{hour:%Y-%m-%d %H:%M} UTC ..."
                 )
                 started = time.perf_counter()
@@ -157,6 +173,7 @@ def load_hour(
                     rows,
                     seed,
                     metadata_padding_bytes=padding_bytes,
+                    full_model_map=shape == "model_map",
                 )
                 cursor.execute(f'VACUUM ANALYZE "{_SPEND_LOGS}"')
                 load_s = time.perf_counter() - started
@@ -165,9 +182,9 @@ def load_hour(
                         f"loaded {summary.rows_written} rows into {hour}, expected {rows}"
                     )
                 cursor.execute(
-                    f"INSERT INTO {_LOADS_TABLE} (hour, rows, padding_bytes, seed, load_s) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    (_naive(hour), rows, padding_bytes, seed, load_s),
+                    f"INSERT INTO {_LOADS_TABLE} (hour, rows, padding_bytes, seed, load_s, shape)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (_naive(hour), rows, padding_bytes, seed, load_s, shape),
                 )
                 log(f"loaded in {load_s:.0f} s (VACUUM ANALYZE included)")
             cursor.execute("SELECT pg_total_relation_size(%s)", (f'"{_SPEND_LOGS}"',))
@@ -188,6 +205,7 @@ def load_hour(
         padding_bytes=padding_bytes,
         seed=seed,
         reused=reusable,
+        shape=shape,
         load_s=load_s,
         table_bytes=table_bytes,
         metadata_bytes_avg=metadata_bytes,

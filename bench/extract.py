@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -34,8 +35,10 @@ from cz_pipeline.lib.hours import HourWindow
 from cz_pipeline.lib.sources.litellm_postgres import window_query
 
 REPO = Path(__file__).resolve().parent.parent
-_ORDER_BY = '\nORDER BY s."startTime"'
-_LATERAL_PREFIX = "CROSS JOIN LATERAL jsonb_to_record"
+_ORDER_BY = "\nORDER BY q.start_time"
+_INNER_ORDER_BY = 'ORDER BY s."startTime" '
+# A select-list line that reads only the table's own columns, e.g. '  s."startTime" AS start_time,'.
+_SCALAR_COLUMN = re.compile(r'^  s\.("\w+"|\w+)(::\w+)? AS \w+,?$')
 
 
 @dataclass
@@ -74,23 +77,26 @@ def exact_query(window: HourWindow) -> str:
 
 
 def unordered_query(window: HourWindow) -> str:
-    """The production query without its final ``ORDER BY "startTime"``."""
+    """The production query without its ``ORDER BY "startTime"`` (inner and outer)."""
     query = window_query(window)
-    if not query.endswith(_ORDER_BY):
-        raise RuntimeError('window_query no longer ends with ORDER BY "startTime"')
-    return query[: -len(_ORDER_BY)]
+    if not query.endswith(_ORDER_BY) or query.count(_INNER_ORDER_BY) != 1:
+        raise RuntimeError("window_query no longer orders as bench.extract expects")
+    return query[: -len(_ORDER_BY)].replace(_INNER_ORDER_BY, "")
 
 
 def scalar_query(window: HourWindow) -> str:
-    """The production query's scalar columns only: no ``jsonb_to_record``, no metadata read."""
+    """The production query's scalar columns only: no metadata read at all."""
     lines = unordered_query(window).split("\n")
-    if lines[0] != "SELECT" or not any(line.startswith(_LATERAL_PREFIX) for line in lines):
-        raise RuntimeError("window_query changed shape; update bench.extract.scalar_query")
+    table = [line for line in lines if line.startswith('FROM "')]
+    where = [line for line in lines if line.startswith("WHERE ")]
     columns = [
-        line.strip().rstrip(",") for line in lines[1:] if line.startswith("  ") and "m." not in line
+        line.strip().rstrip(",")
+        for line in lines
+        if _SCALAR_COLUMN.match(line) and not line.startswith("  s.metadata ")
     ]
-    rest = [line for line in lines[1:] if not line.startswith(("  ", _LATERAL_PREFIX))]
-    return "SELECT\n  " + ",\n  ".join(columns) + "\n" + "\n".join(rest)
+    if len(table) != 1 or len(where) != 1 or not columns:
+        raise RuntimeError("window_query changed shape; update bench.extract.scalar_query")
+    return "SELECT\n  " + ",\n  ".join(columns) + "\n" + table[0] + "\n" + where[0]
 
 
 def copy_command(query: str) -> str:
@@ -363,7 +369,7 @@ PROTOTYPES: dict[str, Variant] = {
         ),
     )
 }
-DEFAULT_PROTOTYPES = ("lowmem", "fixes", "prefetch", "split12")
+DEFAULT_PROTOTYPES: tuple[str, ...] = ()
 SCALING_PROTOTYPES = ("lowmem", "fixes", "prefetch", "split12")
 
 
@@ -402,6 +408,7 @@ class ExtractResult:
             padding_bytes=load["padding_bytes"],
             seed=load["seed"],
             reused=load["reused"],
+            shape=load.get("shape", "padded"),
             load_s=load["load_s"],
             table_bytes=load["spend_logs_table_bytes"],
             metadata_bytes_avg=load["metadata_bytes_avg"],
@@ -427,6 +434,7 @@ class ExtractResult:
             "rows": self.loaded.rows,
             "load": {
                 "reused": self.loaded.reused,
+                "shape": self.loaded.shape,
                 "load_s": self.loaded.load_s,
                 "padding_bytes": self.loaded.padding_bytes,
                 "metadata_bytes_avg": self.loaded.metadata_bytes_avg,

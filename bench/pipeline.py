@@ -122,19 +122,31 @@ def _child(window: HourWindow, litellm_url: str, lake: Path) -> dict[str, Any]:
         dagster_seconds = time.perf_counter() - started
         runs = len(instance.get_runs())
         uploads_in_run = len(fake.posts())
+        steps = _step_seconds(instance, result.run_id)
 
         # The same work without Dagster: what the assets do, minus the bookkeeping.
         started = time.perf_counter()
         plain = Lake(str(lake / "plain"))
         extraction = LiteLLMPostgresSource(litellm_url).extract(window)
         extract_to_lake(extraction, window, plain, source="postgres")
+        extracted = time.perf_counter()
+        line_items = {}
+        for hour in hours:
+            items = build_line_items(plain.read_hour(SPEND_LOGS_DATASET, hour), DEFAULT_GRAIN)
+            plain.write_hour("cloudzero_line_items", hour, items)
+            line_items[hour] = items
+        built = time.perf_counter()
         with CloudZeroClient(fake.url, API_KEY, CONNECTION) as client:
             for hour in hours:
-                items = build_line_items(plain.read_hour(SPEND_LOGS_DATASET, hour), DEFAULT_GRAIN)
-                plain.write_hour("cloudzero_line_items", hour, items)
-                client.send_hour(hour, items)
+                client.send_hour(hour, line_items[hour])
         work_seconds = time.perf_counter() - started
     return {
+        "step_seconds": steps,
+        "work_stage_seconds": {
+            "extract": extracted - started,
+            "line_items": built - extracted,
+            "upload": work_seconds - (built - started),
+        },
         "success": result.success,
         "runs": runs,
         "hours": len(hours),
@@ -143,6 +155,23 @@ def _child(window: HourWindow, litellm_url: str, lake: Path) -> dict[str, Any]:
         "work_without_dagster_seconds": work_seconds,
         "bookkeeping_seconds": max(0.0, dagster_seconds - work_seconds),
     }
+
+
+def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
+    """Each step's wall time in the run, from its STEP_START and STEP_SUCCESS events."""
+    import dagster as dg
+
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+            seconds[event.step_key] = entry.timestamp - started[event.step_key]
+    return seconds
 
 
 def measure(kind: str, window: HourWindow, litellm_url: str) -> dict[str, Any]:

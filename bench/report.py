@@ -135,17 +135,37 @@ def profile_table(profile: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def shapes_table(results: list[ExtractResult]) -> str:
+    """One line per metadata shape: the extract step against its floor, and its memory."""
+    lines = [
+        "| metadata shape | rows | metadata B/row | floor s | ours s | ours / floor (medians) "
+        "| ours / floor (median of pairs) | ours peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        loaded, ours = result.loaded, result.series["ours"]
+        lines.append(
+            f"| {loaded.shape} | {loaded.rows:,} | {loaded.metadata_bytes_avg:,} | "
+            f"{_s(result.series['floor_exact'].median)} | {_s(ours.median)} | "
+            f"{result.ratio('floor_exact'):.2f}x | {result.paired_ratio('floor_exact'):.2f}x | "
+            f"{_mb(max(ours.peak_rss_mb))} |"
+        )
+    return "\n".join(lines)
+
+
 def render(
     results: dict[str, Any],
-    extract: ExtractResult | None,
+    extracts: list[ExtractResult],
     scaling: list[ExtractResult],
     profile: dict[str, Any] | None,
 ) -> str:
     parts = [f"Command: `{results['command']}`", "", describe_markdown(results["machine"]), ""]
-    if extract is not None:
+    if extracts:
+        parts += ["#### Extraction by metadata shape", "", shapes_table(extracts), ""]
+    for extract in extracts:
         parts += [
             f"#### Extraction of one hour, {extract.loaded.rows:,} rows, "
-            f"repeat {results['settings']['repeat']}",
+            f"{extract.loaded.shape} metadata, repeat {results['settings']['repeat']}",
             "",
             extract_table(extract),
             "",

@@ -22,6 +22,7 @@ from cz_pipeline.lib.checks import (
     SPEND_AND_TOKENS_VALID,
     START_TIME_IN_HOUR,
     UNPRICED_TRAFFIC,
+    VALUES_READABLE,
     CheckOutcome,
     HourChecker,
     SourceTotals,
@@ -117,6 +118,7 @@ def test_a_clean_hour_passes_every_check_and_is_not_held_back() -> None:
         START_TIME_IN_HOUR: "ERROR",
         REQUEST_ID_UNIQUE: "ERROR",
         SPEND_AND_TOKENS_VALID: "ERROR",
+        VALUES_READABLE: "ERROR",
         MATCHES_SOURCE: "ERROR",
         UNPRICED_TRAFFIC: "WARN",
     }
@@ -126,6 +128,36 @@ def test_an_empty_hour_passes_against_an_empty_source() -> None:
     outcomes = check_hour(source=SourceTotals(0, Decimal(0)))
     assert only_failures(outcomes) == set()
     assert outcomes[MATCHES_SOURCE].metadata["lake_spend"] == "0"
+
+
+# --- values_readable ----------------------------------------------------------------------
+
+
+def test_rows_with_problems_hold_the_hour_back_naming_each_row_and_why() -> None:
+    rows = clean_rows(30)
+    for i in (4, 9, 14, 19, 24):
+        rows[i]["row_problems"] = f"metadata is not a JSON object but a JSON array (row {i})"
+    table = lake_table(rows)
+    outcome = check_hour(table.slice(0, 10), table.slice(10), source=totals_of(rows))[
+        VALUES_READABLE
+    ]
+    assert outcome.blocking
+    assert outcome.offending_request_ids == ("r4", "r9", "r14", "r19", "r24")
+    assert outcome.metadata["rows_with_problems"] == 5
+    assert outcome.reason == (
+        f"{LABEL}: 5 rows hold values LiteLLM does not write, so they cannot be read in full "
+        "(request r4: metadata is not a JSON object but a JSON array (row 4); "
+        "request r9: metadata is not a JSON object but a JSON array (row 9); "
+        "request r14: metadata is not a JSON object but a JSON array (row 14); and 2 more); "
+        "the rows are kept, the hour is held back"
+    )
+    assert "request r24:" in str(outcome.metadata["problems"])
+
+
+def test_a_batch_without_the_problems_column_is_not_taken_as_sound() -> None:
+    outcome = check_hour(lake_table(clean_rows(3)).drop_columns(["row_problems"]))[VALUES_READABLE]
+    assert not outcome.passed
+    assert "could not check 3 rows (row_problems is missing)" in outcome.reason
 
 
 # --- spend_and_tokens_valid ----------------------------------------------------------------
@@ -454,6 +486,7 @@ def dirty_hour() -> list[dict[str, Any]]:
     for i in range(2, 300, 29):
         rows[i]["request_id"] = None
     rows[1]["spend"] = math.nan
+    rows[7]["row_problems"] = 'metadata.cost_breakdown.input_cost is not a number: string "n/a"'
     rows[0]["start_time"] = HOUR - timedelta(seconds=1)
     rows[-1]["start_time"] = HOUR + timedelta(hours=1)
     return rows
@@ -470,7 +503,7 @@ def test_three_batches_give_the_same_outcomes_as_one() -> None:
     for outcome in whole.values():
         assert len(outcome.offending_request_ids) <= 20
     assert held_back(whole.values())
-    assert {o.check for o in blocking_failures(whole.values())} == set(HOUR_CHECKS[:5])
+    assert {o.check for o in blocking_failures(whole.values())} == set(HOUR_CHECKS[:6])
 
 
 def test_record_batches_and_empty_batches_are_accepted() -> None:

@@ -178,6 +178,63 @@ def test_rows_to_extract_edge_cases() -> None:
         rows_to_extract([{"request_id": "x", "startTime": "yesterday"}])
 
 
+def _with_metadata(row: dict[str, Any], metadata: Any) -> dict[str, Any]:
+    return {**row, "request_id": "bad-row", "metadata": metadata}
+
+
+def _with_metadata_value(row: dict[str, Any], path: tuple[str, str], value: Any) -> dict[str, Any]:
+    metadata = dict(row["metadata"])
+    metadata[path[0]] = {**(metadata.get(path[0]) or {}), path[1]: value}
+    return _with_metadata(row, metadata)
+
+
+# What each shape LiteLLM should not write does to one real row, and what row_problems says.
+BAD_SHAPES: dict[str, tuple[Any, str]] = {
+    "metadata array": ([1, 2], "metadata is not a JSON object but a JSON array"),
+    "metadata string": ("free text", "metadata is not a JSON object but a JSON string"),
+    "metadata number": (42, "metadata is not a JSON object but a JSON number"),
+    "metadata null": (None, "metadata is not a JSON object but a JSON null"),
+    "input cost n/a": (
+        (("cost_breakdown", "input_cost"), "n/a"),
+        'metadata.cost_breakdown.input_cost is not a number in range: string "n/a"',
+    ),
+    "cache tokens 12abc": (
+        (("usage_object", "cache_read_input_tokens"), "12abc"),
+        "metadata.usage_object.cache_read_input_tokens is not a whole number in range: "
+        'string "12abc"',
+    ),
+    "cache tokens 1e20": (
+        (("usage_object", "cache_creation_input_tokens"), 10**20),
+        "metadata.usage_object.cache_creation_input_tokens is not a whole number in range: "
+        "number 100000000000000000000",
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", BAD_SHAPES)
+def test_rows_to_extract_names_a_bad_row_instead_of_failing(shape: str) -> None:
+    good = sample_rows()[0]
+    change, problem = BAD_SHAPES[shape]
+    if shape.startswith("metadata "):
+        bad = _with_metadata(good, change)
+    else:
+        bad = _with_metadata_value(good, *change)
+    table = rows_to_extract([good, bad])
+    assert table.column("row_problems").to_pylist() == [None, problem]
+    assert table.column("spend").to_pylist() == [good["spend"], good["spend"]]
+
+
+def test_rows_to_extract_reads_numeric_text_and_keeps_numbers_exact() -> None:
+    row = sample_rows()[0]
+    field = ("usage_object", "cache_read_input_tokens")
+    texts = rows_to_extract([_with_metadata_value(row, field, " 12 ")])
+    assert texts.column("row_problems").to_pylist() == [None]
+    assert texts.column("cache_read_tokens").to_pylist() == [12]
+    large = rows_to_extract([_with_metadata_value(row, field, 10**17 + 1)])
+    assert large.column("row_problems").to_pylist() == [None]
+    assert large.column("cache_read_tokens").to_pylist() == [10**17 + 1]
+
+
 # -- the source over HTTP ---------------------------------------------------------------------
 
 

@@ -1,6 +1,8 @@
 """The PostgreSQL source against a real database with LiteLLM's own table definitions."""
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,8 +11,10 @@ from typing import Any
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg2
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from cz_pipeline.lib.checks import VALUES_READABLE
 from cz_pipeline.lib.hours import HourWindow
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline.lib.litellm_tables import create_litellm_tables
@@ -225,3 +229,146 @@ def test_statement_timeout_applies(litellm_db: str) -> None:
         cursor.execute("SELECT pg_sleep(2)")
         with pytest.raises(adbc.Error, match="statement timeout"):
             cursor.fetchall()
+
+
+# --- bad rows hold back their hour, not the run -------------------------------------------------
+
+BAD_ROW = "bad-row"
+# SQL that makes one real row carry a shape LiteLLM should not write, and what row_problems says.
+BAD_SHAPES = {
+    "metadata array": ("'[1, 2]'::jsonb", "metadata is not a JSON object but a JSON array"),
+    "metadata string": (
+        "'\"free text\"'::jsonb",
+        "metadata is not a JSON object but a JSON string",
+    ),
+    "metadata number": ("'42'::jsonb", "metadata is not a JSON object but a JSON number"),
+    "metadata JSON null": ("'null'::jsonb", "metadata is not a JSON object but a JSON null"),
+    "metadata SQL NULL": ("NULL", "metadata is not a JSON object but NULL"),
+    "input cost n/a": (
+        "jsonb_set(metadata, '{cost_breakdown,input_cost}', '\"n/a\"')",
+        'metadata.cost_breakdown.input_cost is not a number in range: string "n/a"',
+    ),
+    "cache tokens 12abc": (
+        "jsonb_set(metadata, '{usage_object,cache_read_input_tokens}', '\"12abc\"')",
+        "metadata.usage_object.cache_read_input_tokens is not a whole number in range: "
+        'string "12abc"',
+    ),
+    "cache tokens 1e20": (
+        "jsonb_set(metadata, '{usage_object,cache_creation_input_tokens}', '1e20')",
+        "metadata.usage_object.cache_creation_input_tokens is not a whole number in range: "
+        "number 100000000000000000000",
+    ),
+    "cached tokens 1e20": (
+        "jsonb_set(metadata, '{usage_object,prompt_tokens_details}', '{\"cached_tokens\": 1e20}')",
+        "metadata.usage_object.prompt_tokens_details.cached_tokens is not a whole number "
+        "in range: number 100000000000000000000",
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", BAD_SHAPES)
+def test_a_bad_row_holds_back_only_its_hour_and_is_named(
+    litellm_db: str, tmp_path: Path, shape: str
+) -> None:
+    new_metadata, problem = BAD_SHAPES[shape]
+    template = sample_rows()[0]
+    insert(
+        litellm_db,
+        [
+            _at(template, "good-16", "2026-11-27T16:10:00.000"),
+            _at(template, BAD_ROW, "2026-11-27T16:20:00.000"),
+            _at(template, "good-17", "2026-11-27T17:10:00.000"),
+        ],
+    )
+    execute(
+        litellm_db,
+        f'UPDATE "LiteLLM_SpendLogs" SET metadata = {new_metadata} WHERE request_id = %s',
+        BAD_ROW,
+    )
+    window = HourWindow.from_partition_keys("2026-11-27-16:00", "2026-11-27-17:00")
+    lake = Lake(str(tmp_path))
+    bad, good = extract_to_lake(
+        LiteLLMPostgresSource(litellm_db).extract(window), window, lake, source="postgres"
+    )
+
+    assert (bad.held_back, good.held_back) == (True, False)
+    failed = [o for o in bad.outcomes if not o.passed]
+    assert [o.check for o in failed] == [VALUES_READABLE]
+    assert failed[0].offending_request_ids == (BAD_ROW,)
+    assert f"request {BAD_ROW}: {problem}" in failed[0].reason
+    assert "2026-11-27 16:00 UTC" in failed[0].reason
+    # Nothing is lost: the bad row sits in quarantine with its spend and the reason.
+    assert "litellm_spend_logs_quarantine" in bad.path
+    quarantined = pq.read_table(bad.path).to_pylist()
+    by_id = {row["request_id"]: row for row in quarantined}
+    assert set(by_id) == {"good-16", BAD_ROW}
+    assert by_id[BAD_ROW]["spend"] == template["spend"]
+    assert by_id[BAD_ROW]["row_problems"] == problem
+    assert by_id["good-16"]["row_problems"] is None
+    assert lake.read_hour("litellm_spend_logs", good.hour).column("request_id").to_pylist() == [
+        "good-17"
+    ]
+
+
+def test_sound_numbers_in_text_and_absent_fields_read_without_problems(litellm_db: str) -> None:
+    row = sample_rows()[0]
+    metadata = dict(row["metadata"])
+    metadata["cost_breakdown"] = {**metadata["cost_breakdown"], "input_cost": " 1.5e-05 "}
+    metadata["usage_object"] = {
+        "cache_read_input_tokens": "12",
+        "cache_creation_input_tokens": None,
+    }
+    insert(litellm_db, [{**row, "metadata": metadata}])
+    lake, _ = extract_all(litellm_db, SAMPLE_HOUR)
+    assert lake.column("row_problems").to_pylist() == [None]
+    assert lake.column("input_cost").to_pylist() == [1.5e-05]
+    assert lake.column("cache_read_tokens").to_pylist() == [12]
+    assert lake.column("cache_creation_tokens").to_pylist() == [0]
+
+
+# --- the reader thread ----------------------------------------------------------------------------
+
+
+def _pipeline_connections(url: str, settled: int | None = None) -> int:
+    """Sessions the pipeline holds on the database; with ``settled``, wait (a few seconds at
+    most) for that count, as a closed session leaves pg_stat_activity a moment later."""
+    for _ in range(100):
+        with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'cz-pipeline'"
+            )
+            count = int(cursor.fetchone()[0])
+        if settled is None or count == settled:
+            break
+        time.sleep(0.05)
+    return count
+
+
+class FailingLake(Lake):
+    def hour_writer(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+
+def test_a_failed_write_closes_the_reader_and_its_connection(
+    litellm_db: str, tmp_path: Path
+) -> None:
+    insert(litellm_db, sample_rows())
+    extraction = LiteLLMPostgresSource(litellm_db, batch_size_hint_bytes=1).extract(SAMPLE_HOUR)
+    assert _pipeline_connections(litellm_db) == 1
+    with pytest.raises(OSError, match="disk full"):
+        extract_to_lake(extraction, SAMPLE_HOUR, FailingLake(str(tmp_path)), source="postgres")
+    assert _pipeline_connections(litellm_db, settled=0) == 0
+    assert not [t for t in threading.enumerate() if t.name == "litellm-postgres-reader"]
+
+
+def test_every_batch_arrives_through_the_reader_thread(litellm_db: str) -> None:
+    rows = sample_rows()
+    insert(litellm_db, rows)
+    extraction = LiteLLMPostgresSource(
+        litellm_db, batch_size_hint_bytes=1, read_ahead_batches=1
+    ).extract(SAMPLE_HOUR)
+    batches = list(extraction.batches)
+    assert len(batches) > 1
+    assert sum(batch.num_rows for batch in batches) == len(rows)
+    assert _pipeline_connections(litellm_db, settled=0) == 0

@@ -290,7 +290,8 @@ SELECT request_id, litellm_call_id, call_type, status, "startTime", "endTime", c
        (metadata->'cost_breakdown'->>'cache_creation_cost')::float8,
        cache_hit, request_tags::text,
        CASE WHEN jsonb_typeof(metadata->'spend_logs_metadata') = 'object'
-            THEN (metadata->'spend_logs_metadata')::text END
+            THEN (metadata->'spend_logs_metadata')::text END,
+       NULL::text
 FROM "{SPEND_LOGS}" ORDER BY "startTime", request_id COLLATE "C"
 """
 

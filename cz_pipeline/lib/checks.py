@@ -46,17 +46,19 @@ REQUIRED_FIELDS = "required_fields"
 START_TIME_IN_HOUR = "start_time_in_hour"
 REQUEST_ID_UNIQUE = "request_id_unique"
 SPEND_AND_TOKENS_VALID = "spend_and_tokens_valid"
+VALUES_READABLE = "values_readable"
 MATCHES_SOURCE = "matches_source"
 UNPRICED_TRAFFIC = "unpriced_traffic"
 LATE_ROWS = "late_rows"
 DAILY_RECONCILIATION = "daily_reconciliation"
 
-# The outcomes HourChecker.finish returns, in this order; the first five block the hour.
+# The outcomes HourChecker.finish returns, in this order; the first six block the hour.
 HOUR_CHECKS: tuple[str, ...] = (
     REQUIRED_FIELDS,
     START_TIME_IN_HOUR,
     REQUEST_ID_UNIQUE,
     SPEND_AND_TOKENS_VALID,
+    VALUES_READABLE,
     MATCHES_SOURCE,
     UNPRICED_TRAFFIC,
 )
@@ -65,6 +67,7 @@ SEVERITIES: dict[str, Severity] = {
     START_TIME_IN_HOUR: "ERROR",
     REQUEST_ID_UNIQUE: "ERROR",
     SPEND_AND_TOKENS_VALID: "ERROR",
+    VALUES_READABLE: "ERROR",
     MATCHES_SOURCE: "ERROR",
     UNPRICED_TRAFFIC: "WARN",
     LATE_ROWS: "WARN",
@@ -74,6 +77,7 @@ SEVERITIES: dict[str, Severity] = {
 DEFAULT_SPEND_TOLERANCE = Decimal("1e-9")
 DEFAULT_UNPRICED_SHARE_THRESHOLD = 0.01
 MAX_OFFENDING_IDS = 20
+_PROBLEMS_IN_REASON = 3
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "request_id",
@@ -254,6 +258,9 @@ class HourChecker:
         self._spend_problems: Counter[str] = Counter()
         self._negative_tokens: Counter[str] = Counter()
         self._negative_spend_total = Decimal(0)
+        # values_readable: rows a source could not read in full, and (request id, why) of the first
+        self._problem_rows = 0
+        self._problems: list[tuple[str, str]] = []
         # matches_source
         self._spend = Decimal(0)
         self._unsummable = 0
@@ -279,6 +286,7 @@ class HourChecker:
         self._add_start_times(rows)
         self._add_request_ids(rows)
         self._add_spend_and_tokens(rows)
+        self._add_row_problems(rows)
         self._add_source_sum(rows)
         self._add_unpriced(rows)
 
@@ -297,6 +305,7 @@ class HourChecker:
             self._start_time_in_hour(),
             self._request_id_unique(),
             self._spend_and_tokens_valid(),
+            self._values_readable(),
             self._matches_source(source_totals, skip_reason),
             self._unpriced_traffic(),
         ]
@@ -384,6 +393,27 @@ class HourChecker:
             self._negative_spend_total, money_sum(negative_spend)
         )
         self._keep_ids(SPEND_AND_TOKENS_VALID, rows, invalid)
+
+    def _add_row_problems(self, rows: pa.Table) -> None:
+        if not self._readable(VALUES_READABLE, rows, ["row_problems"]):
+            return
+        problems = rows.column("row_problems")
+        if problems.null_count == len(problems):
+            return
+        found = pc.is_valid(problems)
+        self._problem_rows += _count(found)
+        room = MAX_OFFENDING_IDS - len(self._problems)
+        if room > 0:
+            picked = rows.select(["request_id", "row_problems"]).filter(found).slice(0, room)
+            self._problems += [
+                (str(request_id), str(problem))
+                for request_id, problem in zip(
+                    picked.column("request_id").to_pylist(),
+                    picked.column("row_problems").to_pylist(),
+                    strict=True,
+                )
+            ]
+        self._keep_ids(VALUES_READABLE, rows, found)
 
     def _add_source_sum(self, rows: pa.Table) -> None:
         if not self._readable(MATCHES_SOURCE, rows, ["spend"]):
@@ -584,6 +614,29 @@ class HourChecker:
         )
         unread = self._unread_outcome(SPEND_AND_TOKENS_VALID, reason, metadata)
         return unread or self._outcome(SPEND_AND_TOKENS_VALID, not problems, reason, metadata)
+
+    def _values_readable(self) -> CheckOutcome:
+        listed = [f"request {request_id}: {problem}" for request_id, problem in self._problems]
+        metadata: dict[str, MetadataValue] = {
+            "rows_with_problems": self._problem_rows,
+            "problems": "\n".join(listed),
+        }
+        if not self._problem_rows:
+            reason = (
+                "every row's metadata is a JSON object whose cost and token fields are numbers "
+                "in range"
+            )
+            unread = self._unread_outcome(VALUES_READABLE, reason, metadata)
+            return unread or self._outcome(VALUES_READABLE, True, reason, metadata)
+        shown = "; ".join(listed[:_PROBLEMS_IN_REASON])
+        more = self._problem_rows - min(len(listed), _PROBLEMS_IN_REASON)
+        reason = (
+            f"{_plural(self._problem_rows, 'row')} hold values LiteLLM does not write, so they "
+            f"cannot be read in full ({shown}{f'; and {more:,} more' if more else ''}); the rows "
+            "are kept, the hour is held back"
+        )
+        unread = self._unread_outcome(VALUES_READABLE, reason, metadata)
+        return unread or self._outcome(VALUES_READABLE, False, reason, metadata)
 
     def _matches_source(
         self, source_totals: SourceTotals | None, skip_reason: str | None
@@ -980,6 +1033,7 @@ __all__ = [
     "SPEND_AND_TOKENS_VALID",
     "START_TIME_IN_HOUR",
     "UNPRICED_TRAFFIC",
+    "VALUES_READABLE",
     "CheckOutcome",
     "HourChecker",
     "SourceTotals",

@@ -133,7 +133,23 @@ def extract_to_lake(
 
     Each hour's spend-log piece of its record is written after its file. An hour whose record
     already holds a newer snapshot than ``extraction``'s is left as it is (``summary.stale``).
+    The extraction is closed however this ends, so a failed write never leaves the source's
+    connection or reader thread behind.
     """
+    try:
+        return _write_hours(extraction, window, lake, dataset, settings, source)
+    finally:
+        extraction.close()
+
+
+def _write_hours(
+    extraction: Extraction,
+    window: HourWindow,
+    lake: Lake,
+    dataset: str,
+    settings: CheckSettings | None,
+    source: str,
+) -> list[HourSummary]:
     settings = settings or CheckSettings()
     hours = list(window.hours())
     summaries = [HourSummary(hour) for hour in hours]

@@ -73,6 +73,12 @@ EXTRACT_SCHEMA = pa.schema(
         _field("cache_hit", pa.string(), '"cache_hit": "True", "False", "None" or empty'),
         _field("request_tags", pa.string(), '"request_tags" as JSON text'),
         _field("spend_logs_metadata", pa.string(), "metadata.spend_logs_metadata as JSON text"),
+        _field(
+            "row_problems",
+            pa.string(),
+            "Why the row's values cannot be read as LiteLLM writes them (field and value); "
+            "null when they can",
+        ),
     ]
 )
 
@@ -162,6 +168,12 @@ LAKE_SCHEMA = pa.schema(
             "user_agent_tags", _TAGS, "LiteLLM's automatic `User-Agent: ...` tags.", required=True
         ),
         _field("spend_logs_metadata", pa.string(), "Caller's spend_logs_metadata, JSON text."),
+        _field(
+            "row_problems",
+            pa.string(),
+            "Why LiteLLM's row could not be read in full (field and value), e.g. metadata that is "
+            "not a JSON object; its hour is held back. Null for sound rows.",
+        ),
     ]
 )
 

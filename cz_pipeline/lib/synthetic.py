@@ -920,6 +920,7 @@ def _generate_hour(hour: datetime, rows: int, seed: int) -> pa.Table:
         "cache_hit": pa.array(cache_hit, type=pa.string()),
         "request_tags": _take(plan.tag_combinations, tag_index),
         "spend_logs_metadata": spend_logs_metadata,
+        "row_problems": pa.nulls(n, pa.string()),
         "_completion_start": times(completion_start),
         "_api_base": _take([m.api_base for m in MODELS], model),
         "_cache_key": cache_key,
@@ -1066,10 +1067,113 @@ _CHAT_PARAMS: Final = (
 )
 
 
-def _model_map_information(model: SyntheticModel, padding_bytes: int) -> str:
+# Every field of a price-map entry as LiteLLM 1.108 copies it into metadata.model_map_information
+# (182 fields, most null: about 8 KB a row), for the full-size metadata shape. A word list
+# keeps 182 names on 94 lines instead of 182.
+_MODEL_MAP_FIELD_WORDS = """
+    key rpm tpm mode max_tokens tiered_pricing cost_per_second supports_vision
+    litellm_provider max_input_tokens off_peak_pricing max_output_tokens
+    ocr_cost_per_page token_count_model output_vector_size supports_pdf_input
+    supports_reasoning thinking_always_on uses_embed_content ocr_cost_per_credit
+    supported_endpoints supports_image_size supports_web_search token_count_framing
+    vertex_ai_audio_api input_cost_per_image input_cost_per_query input_cost_per_token
+    search_free_requests supports_audio_input supports_tool_choice supports_tool_search
+    supports_url_context supports_video_input input_cost_per_second
+    output_cost_per_image output_cost_per_pixel output_cost_per_token
+    supports_audio_output supports_computer_use token_count_tokenizer
+    output_cost_per_second supports_box_questions citation_cost_per_token
+    prompt_cache_min_tokens provider_specific_entry reasoning_effort_levels
+    supported_audio_formats supported_openai_params supports_prompt_caching
+    web_search_billing_unit annotation_cost_per_page default_reasoning_effort
+    input_cost_per_character supports_legacy_thinking supports_response_schema
+    supports_system_messages input_cost_per_token_flex ocr_cost_per_page_batches
+    output_cost_per_character output_cost_per_second_2k output_cost_per_second_4k
+    supports_function_calling supports_native_streaming supports_per_turn_control
+    supports_regex_lookaround input_cost_per_audio_token input_cost_per_image_token
+    input_cost_per_video_token output_cost_per_token_flex supports_adaptive_thinking
+    supports_assistant_prefill cache_read_input_token_cost input_cost_per_text_message
+    output_cost_per_audio_token output_cost_per_image_token output_cost_per_second_480p
+    output_cost_per_second_720p output_cost_per_second_768p output_cost_per_video_token
+    input_cost_per_token_batches output_cost_per_second_1080p
+    input_cost_per_token_balanced input_cost_per_token_priority
+    output_cost_per_token_batches search_context_cost_per_query
+    supports_anthropic_compaction supports_low_reasoning_effort
+    supports_max_reasoning_effort input_cost_per_token_ultrafast
+    output_cost_per_token_balanced output_cost_per_token_priority
+    supports_embedding_image_input supports_none_reasoning_effort
+    cache_creation_input_token_cost input_cost_per_audio_per_second
+    input_cost_per_audio_token_flex input_cost_per_video_per_second
+    output_cost_per_reasoning_token output_cost_per_token_ultrafast
+    supports_xhigh_reasoning_effort annotation_cost_per_page_batches
+    cache_read_input_token_cost_flex output_cost_per_video_per_second
+    supports_mid_conversation_system supports_prompt_cache_breakpoint
+    cache_read_input_audio_token_cost supports_minimal_reasoning_effort
+    supports_native_structured_output input_cost_per_audio_token_batches
+    input_cost_per_image_token_batches input_cost_per_video_token_batches
+    supports_parallel_function_calling cache_read_input_token_cost_batches
+    input_cost_per_audio_token_priority output_cost_per_image_token_batches
+    regional_endpoint_uplift_multiplier supports_anthropic_thinking_payload
+    bedrock_output_config_effort_ceiling cache_creation_input_token_cost_flex
+    cache_read_input_token_cost_balanced cache_read_input_token_cost_priority
+    google_maps_grounding_cost_per_query output_cost_per_image_token_priority
+    output_cost_per_reasoning_token_flex supports_thinking_cache_preservation
+    cache_read_input_token_cost_ultrafast bedrock_converse_supports_strict_tools
+    cache_read_input_audio_token_cost_flex input_cost_per_token_above_128k_tokens
+    input_cost_per_token_above_200k_tokens input_cost_per_token_above_272k_tokens
+    input_cost_per_token_above_512k_tokens cache_creation_input_token_cost_batches
+    output_cost_per_token_above_128k_tokens output_cost_per_token_above_200k_tokens
+    output_cost_per_token_above_272k_tokens output_cost_per_token_above_512k_tokens
+    cache_creation_input_token_cost_priority output_cost_per_reasoning_token_priority
+    regional_processing_uplift_multiplier_eu regional_processing_uplift_multiplier_us
+    cache_creation_input_token_cost_above_1hr cache_creation_input_token_cost_ultrafast
+    cache_read_input_audio_token_cost_batches supports_bedrock_native_structured_output
+    cache_read_input_audio_token_cost_priority
+    input_cost_per_token_above_200k_tokens_flex
+    input_cost_per_token_above_272k_tokens_flex
+    output_cost_per_character_above_128k_tokens
+    input_cost_per_audio_token_above_200k_tokens
+    output_cost_per_token_above_200k_tokens_flex
+    output_cost_per_token_above_272k_tokens_flex
+    cache_read_input_token_cost_above_200k_tokens
+    cache_read_input_token_cost_above_272k_tokens
+    cache_read_input_token_cost_above_512k_tokens
+    input_cost_per_token_above_200k_tokens_batches
+    input_cost_per_token_above_272k_tokens_batches
+    input_cost_per_token_above_200k_tokens_priority
+    input_cost_per_token_above_272k_tokens_priority
+    output_cost_per_token_above_200k_tokens_batches
+    output_cost_per_token_above_272k_tokens_batches
+    input_cost_per_token_above_272k_tokens_ultrafast
+    output_cost_per_token_above_200k_tokens_priority
+    output_cost_per_token_above_272k_tokens_priority
+    cache_creation_input_token_cost_above_200k_tokens
+    cache_creation_input_token_cost_above_272k_tokens
+    input_cost_per_audio_token_above_200k_tokens_flex
+    output_cost_per_token_above_272k_tokens_ultrafast
+    cache_read_input_token_cost_above_272k_tokens_flex
+    input_cost_per_audio_token_above_200k_tokens_batches
+    cache_read_input_token_cost_above_200k_tokens_batches
+    cache_read_input_token_cost_above_272k_tokens_batches
+    input_cost_per_audio_token_above_200k_tokens_priority
+    cache_creation_input_token_cost_above_272k_tokens_flex
+    cache_read_input_token_cost_above_200k_tokens_priority
+    cache_read_input_token_cost_above_272k_tokens_priority
+    cache_read_input_token_cost_above_272k_tokens_ultrafast
+    cache_creation_input_token_cost_above_200k_tokens_batches
+    cache_creation_input_token_cost_above_272k_tokens_batches
+    cache_creation_input_token_cost_above_272k_tokens_priority
+    cache_creation_input_token_cost_above_272k_tokens_ultrafast
+"""
+_MODEL_MAP_FIELDS_1_108: Final[tuple[str, ...]] = tuple(_MODEL_MAP_FIELD_WORDS.split())
+
+
+def _model_map_information(
+    model: SyntheticModel, padding_bytes: int, full_model_map: bool = False
+) -> str:
     """``metadata.model_map_information``: the price-map entry LiteLLM copies into every row
     (~65% of a real row). ``padding_bytes`` adds null price-map fields so a row carries about
-    that many more bytes of metadata."""
+    that many more bytes of metadata; ``full_model_map`` writes every field LiteLLM 1.108 writes
+    (null where the model has no value), as real rows carry them."""
     if not model.priced:
         value: dict[str, Any] | None = None
     else:
@@ -1097,6 +1201,8 @@ def _model_map_information(model: SyntheticModel, padding_bytes: int) -> str:
             "supports_system_messages": chat,
             "supported_openai_params": list(_CHAT_PARAMS) if chat else ["dimensions", "user"],
         }
+    if full_model_map:
+        value = {**dict.fromkeys(_MODEL_MAP_FIELDS_1_108), **(value or {})}
     entry: dict[str, Any] = {"model_map_key": model.model, "model_map_value": value}
     text = json.dumps(entry)
     if padding_bytes > 0:
@@ -1152,8 +1258,8 @@ _CONSTANT_METADATA: Final[dict[str, Any]] = {
 
 
 @functools.lru_cache(maxsize=8)
-def _model_map_texts(padding_bytes: int) -> pa.Array:
-    return pa.array([_model_map_information(m, padding_bytes) for m in MODELS])
+def _model_map_texts(padding_bytes: int, full_model_map: bool) -> pa.Array:
+    return pa.array([_model_map_information(m, padding_bytes, full_model_map) for m in MODELS])
 
 
 @functools.lru_cache(maxsize=1)
@@ -1176,7 +1282,7 @@ def _json_object(fields: Sequence[tuple[str, pa.Array | str]]) -> pa.Array:
     return _concat(*parts, "}") if parts else _repeat("{}", 0)
 
 
-def _metadata_json(table: pa.Table, padding_bytes: int) -> pa.Array:
+def _metadata_json(table: pa.Table, padding_bytes: int, full_model_map: bool = False) -> pa.Array:
     """The ``metadata`` jsonb text of every row, built column-wise (no per-row Python)."""
     failed = pc.equal(table["status"], "failure")
     # Anthropic usage always carries the cache counters (0 when unused); other providers' not.
@@ -1264,13 +1370,18 @@ def _metadata_json(table: pa.Table, padding_bytes: int) -> pa.Array:
             ("user_api_key_user_id", _json_string_or_null(user_id)),
             ("additional_usage_values", additional_usage),
             ("user_api_key_team_alias", _json_string_or_null(table["team_alias"])),
-            ("model_map_information", pc.take(_model_map_texts(padding_bytes), model_index)),
+            (
+                "model_map_information",
+                pc.take(_model_map_texts(padding_bytes, full_model_map), model_index),
+            ),
             *((name, json.dumps(value)) for name, value in _CONSTANT_METADATA.items()),
         ]
     )
 
 
-def _spend_logs_rows(table: pa.Table, *, metadata_padding_bytes: int = 0) -> pa.Table:
+def _spend_logs_rows(
+    table: pa.Table, *, metadata_padding_bytes: int = 0, full_model_map: bool = False
+) -> pa.Table:
     """Rows of an hour table as "LiteLLM_SpendLogs" stores them, under its real column names.
 
     Columns LiteLLM leaves at their defaults (``messages``/``response``/``proxy_server_request``
@@ -1294,7 +1405,7 @@ def _spend_logs_rows(table: pa.Table, *, metadata_padding_bytes: int = 0) -> pa.
             "custom_llm_provider": table["custom_llm_provider"],
             "api_base": table["_api_base"],
             "user": table["user"],
-            "metadata": _metadata_json(table, metadata_padding_bytes),
+            "metadata": _metadata_json(table, metadata_padding_bytes, full_model_map),
             "cache_hit": table["cache_hit"],
             "cache_key": table["_cache_key"],
             "request_tags": table["request_tags"],
@@ -1545,6 +1656,7 @@ def write_to_postgres(
     seed: int = 0,
     *,
     metadata_padding_bytes: int = 0,
+    full_model_map: bool = False,
     legacy: bool = False,
 ) -> WriteSummary:
     """Write :func:`generate_extract`'s rows into LiteLLM's tables at ``database_url``.
@@ -1584,7 +1696,7 @@ def write_to_postgres(
                         skipped += generated - len(chunk)
                     if len(chunk) == 0:
                         continue
-                    _copy_spend_logs(cursor, chunk, columns, metadata_padding_bytes)
+                    _copy_spend_logs(cursor, chunk, columns, metadata_padding_bytes, full_model_map)
                     written += len(chunk)
                     spends.append(chunk["spend"].to_numpy())
                     _merge_daily(daily, _daily_deltas(chunk))
@@ -1628,8 +1740,10 @@ def _without_present_rows(cursor: Any, chunk: pa.Table) -> pa.Table:
     return chunk.filter(pc.invert(pc.is_in(chunk["request_id"], value_set=pa.array(present))))
 
 
-def _copy_spend_logs(cursor: Any, chunk: pa.Table, columns: set[str], padding: int) -> None:
-    rows = _spend_logs_rows(chunk, metadata_padding_bytes=padding)
+def _copy_spend_logs(
+    cursor: Any, chunk: pa.Table, columns: set[str], padding: int, full_model_map: bool
+) -> None:
+    rows = _spend_logs_rows(chunk, metadata_padding_bytes=padding, full_model_map=full_model_map)
     rows = rows.select([name for name in rows.column_names if name in columns])
     buffer = io.BytesIO()
     # Strings are always quoted and NULLs are bare empty fields: COPY's CSV keeps '' and NULL apart.

@@ -36,6 +36,9 @@ HOUR_CHECK_DESCRIPTIONS = {
     "listed, not dropped. A failing hour is held back from CloudZero.",
     checks.SPEND_AND_TOKENS_VALID: "spend is finite and >= 0, token counts are >= 0. "
     "A failing hour is held back from CloudZero.",
+    checks.VALUES_READABLE: "Every row's metadata is a JSON object and its cost and token "
+    "fields are numbers in range. A row that is not is kept, with the field and value in its "
+    "row_problems column, and its hour is held back from CloudZero; the other hours go on.",
     checks.MATCHES_SOURCE: "The hour's row count and exact sum of spend equal what LiteLLM holds "
     "for that hour in the same database snapshot (one aggregate query per run). A failing hour "
     "is held back from CloudZero.",

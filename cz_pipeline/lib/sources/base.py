@@ -40,6 +40,13 @@ class Extraction:
     no_totals_reason: str = "the source has no per-hour aggregate to reconcile with"
     snapshot: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    def close(self) -> None:
+        """Stop reading and release what the source holds (a connection, a reader thread);
+        whoever consumes ``batches`` calls it when done or failed."""
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()
+
 
 class SpendLogSource(Protocol):
     """Reads LiteLLM spend logs for a window of whole UTC hours."""

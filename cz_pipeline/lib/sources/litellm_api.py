@@ -41,6 +41,12 @@ from cz_pipeline.lib.http_retry import (
 )
 from cz_pipeline.lib.redaction import Redactor
 from cz_pipeline.lib.sources.base import Extraction, SourceError
+from cz_pipeline.lib.sources.row_problems import (
+    COST_FIELDS,
+    json_type,
+    metadata_number,
+    row_problems,
+)
 from cz_pipeline.lib.spend_log_schema import EXTRACT_SCHEMA, NAIVE_MS
 
 log = logging.getLogger(__name__)
@@ -66,15 +72,27 @@ def rows_to_extract(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     leak into the lake. Columns older LiteLLM versions lack come out as nulls. Raises ValueError
     naming the column when a value cannot be converted.
     """
-    metadata = [_as_object(row.get("metadata")) for row in rows]
+    parsed = [_parsed(row.get("metadata")) for row in rows]
+    metadata = [_as_object(value) for value in parsed]
     usage = [_as_object(meta.get("usage_object")) for meta in metadata]
     costs = [_as_object(meta.get("cost_breakdown")) for meta in metadata]
 
     def top(key: str) -> list[Any]:
         return [row.get(key) for row in rows]
 
-    def cost(key: str) -> list[Any]:
-        return [breakdown.get(key) for breakdown in costs]
+    numbers = {
+        "cache_read_input_tokens": [u.get("cache_read_input_tokens") for u in usage],
+        "cached_tokens": [
+            _as_object(u.get("prompt_tokens_details")).get("cached_tokens") for u in usage
+        ],
+        "cache_creation_input_tokens": [u.get("cache_creation_input_tokens") for u in usage],
+        **{name: [breakdown.get(name) for breakdown in costs] for name in COST_FIELDS},
+    }
+    guarded = {name: metadata_number(name, values) for name, values in numbers.items()}
+    not_objects = pa.array(
+        [None if isinstance(value, Mapping) else json_type(value) for value in parsed],
+        pa.string(),
+    )
 
     values: dict[str, list[Any]] = {
         "request_id": top("request_id"),
@@ -101,14 +119,6 @@ def rows_to_extract(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         "prompt_tokens": top("prompt_tokens"),
         "completion_tokens": top("completion_tokens"),
         "total_tokens": top("total_tokens"),
-        "cache_read_tokens": [_cache_read_tokens(u) for u in usage],
-        "cache_creation_tokens": [
-            _zero_if_none(u.get("cache_creation_input_tokens")) for u in usage
-        ],
-        "input_cost": cost("input_cost"),
-        "output_cost": cost("output_cost"),
-        "cache_read_cost": cost("cache_read_cost"),
-        "cache_creation_cost": cost("cache_creation_cost"),
         "cache_hit": top("cache_hit"),
         "request_tags": [
             None if tags is None else json.dumps(tags) for tags in top("request_tags")
@@ -118,8 +128,32 @@ def rows_to_extract(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
             for value in (meta.get("spend_logs_metadata") for meta in metadata)
         ],
     }
-    arrays = [_to_array(field.name, values[field.name], field.type) for field in EXTRACT_SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=EXTRACT_SCHEMA)
+    arrays: dict[str, pa.Array] = {
+        name: _to_array(name, column, EXTRACT_SCHEMA.field(name).type)
+        for name, column in values.items()
+    }
+    arrays["cache_read_tokens"] = pc.coalesce(
+        guarded["cache_read_input_tokens"].values, guarded["cached_tokens"].values, 0
+    )
+    arrays["cache_creation_tokens"] = pc.coalesce(guarded["cache_creation_input_tokens"].values, 0)
+    for name in COST_FIELDS:
+        arrays[name] = guarded[name].values
+    arrays["row_problems"] = row_problems(
+        not_objects, [number.problems for number in guarded.values()]
+    )
+    return pa.Table.from_arrays(
+        [arrays[field.name] for field in EXTRACT_SCHEMA], schema=EXTRACT_SCHEMA
+    )
+
+
+def _parsed(value: Any) -> Any:
+    """``metadata`` as JSON; some LiteLLM versions send it as JSON text."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _as_object(value: Any) -> Mapping[str, Any]:
@@ -130,18 +164,6 @@ def _as_object(value: Any) -> Mapping[str, Any]:
         except ValueError:
             return {}
     return value if isinstance(value, Mapping) else {}
-
-
-def _zero_if_none(value: Any) -> Any:
-    return 0 if value is None else value
-
-
-def _cache_read_tokens(usage: Mapping[str, Any]) -> Any:
-    """Anthropic-style ``cache_read_input_tokens``, else OpenAI-style ``cached_tokens``, else 0."""
-    value = usage.get("cache_read_input_tokens")
-    if value is None:
-        value = _as_object(usage.get("prompt_tokens_details")).get("cached_tokens")
-    return _zero_if_none(value)
 
 
 def _to_array(name: str, values: list[Any], type_: pa.DataType) -> pa.Array:

@@ -23,6 +23,14 @@ from cz_pipeline.lib.hours import HourWindow, as_utc
 from cz_pipeline.lib.normalize import AliasLookup
 from cz_pipeline.lib.redaction import Redactor
 from cz_pipeline.lib.sources.base import Extraction, SourceError
+from cz_pipeline.lib.sources.read_ahead import ReadAhead
+from cz_pipeline.lib.sources.row_problems import (
+    COST_FIELDS,
+    METADATA_NUMBERS,
+    NOT_AN_OBJECT,
+    NUMERIC_TEXT,
+    QUOTED_CHARS,
+)
 from cz_pipeline.lib.spend_log_schema import EXTRACT_SCHEMA, OPTIONAL_SOURCE_COLUMNS
 
 SPEND_LOGS_TABLE = "LiteLLM_SpendLogs"
@@ -55,10 +63,84 @@ _METADATA_RECORD = (
     "user_api_key_alias text, user_api_key_team_alias text, usage_object jsonb, "
     "cost_breakdown jsonb, spend_logs_metadata jsonb"
 )
+# ``metadata`` when it is a JSON object, else NULL (jsonb_to_record fails on anything else). One
+# function reads the column, so each row's ~10 KB value is de-TOASTed once; jsonb_typeof plus
+# jsonb_to_record would decompress it twice.
+_METADATA_OBJECT = (
+    "jsonb_path_query_first(s.metadata, 'strict $ ? (@.type() == \"object\")', '{}', true)"
+)
+# Where each metadata number lives in the parsed metadata ``m``.
+_METADATA_PATHS = {
+    "cache_read_input_tokens": "m.usage_object->'cache_read_input_tokens'",
+    "cached_tokens": "m.usage_object#>'{prompt_tokens_details,cached_tokens}'",
+    "cache_creation_input_tokens": "m.usage_object->'cache_creation_input_tokens'",
+    **{name: f"m.cost_breakdown->'{name}'" for name in COST_FIELDS},
+}
+assert set(_METADATA_PATHS) == set(METADATA_NUMBERS)
 
 
-def _int(expression: str) -> str:
-    return f"({expression})::numeric::bigint"
+def _guarded_number(name: str) -> str:
+    """The metadata number ``name`` as bigint or float8 when it is a number (or numeric text)
+    that fits; NULL otherwise, so that a bad value never fails the query.
+
+    PostgreSQL prints a JSON number in plain notation, so the length of its text bounds its
+    magnitude: a length test is the range check, with no cast that could fail."""
+    field = METADATA_NUMBERS[name]
+    raw = _METADATA_PATHS[name]
+    text = raw.replace("#>", "#>>") if "#>" in raw else raw.replace("->", "->>")
+    sql_type, fits = ("bigint" if field.whole else "float8"), f"<= {field.plain_chars}"
+    return (
+        f"CASE jsonb_typeof({raw})"
+        f" WHEN 'number' THEN CASE WHEN length({text}) {fits}"
+        f" THEN ({text}){'::numeric' if field.whole else ''}::{sql_type} END"
+        f" WHEN 'string' THEN CASE WHEN {text} ~ '{NUMERIC_TEXT}'"
+        f" AND length(({text})::numeric::text) {fits} THEN ({text})::numeric::{sql_type} END END"
+    )
+
+
+def _over_inner(expression: str) -> str:
+    """An expression over the parsed metadata ``m``, rewritten over the inner query ``q``."""
+    return expression.replace("m.usage_object", "q.usage_object").replace(
+        "m.cost_breakdown", "q.cost_breakdown"
+    )
+
+
+def _suspect(name: str) -> str:
+    """True when the inner query read ``name`` as NULL although the row holds a value there."""
+    return f"(q.{name} IS NULL AND jsonb_typeof({_over_inner(_METADATA_PATHS[name])}) <> 'null')"
+
+
+def _row_problems() -> str:
+    """Why a row cannot be read as LiteLLM writes it ('; '-separated), NULL when it can.
+
+    A sound row pays one test per number (``IS NULL``, and for an absent key one lookup); the
+    message is only built for the rare row that fails one."""
+    # cached_tokens (OpenAI's spelling of cache reads) is only read where
+    # cache_read_input_tokens is absent.
+    checked = {
+        name: f"(q.cache_read_input_tokens IS NULL AND {_suspect(name)})"
+        if name == "cached_tokens"
+        else _suspect(name)
+        for name in _METADATA_PATHS
+    }
+    # Only the type of a non-object metadata: its content may hold anything (prompts too).
+    metadata = (
+        f"CASE WHEN q.metadata_is_object THEN NULL ELSE '{NOT_AN_OBJECT}' || "
+        "COALESCE('a JSON ' || jsonb_typeof(q.metadata), 'NULL') END"
+    )
+    messages = [metadata]
+    for name, condition in checked.items():
+        raw = _over_inner(_METADATA_PATHS[name])
+        messages.append(
+            f"CASE WHEN {condition} THEN '{METADATA_NUMBERS[name].problem}' || "
+            f"jsonb_typeof({raw}) || ' ' || left(({raw})::text, {QUOTED_CHARS}) END"
+        )
+    suspect = " OR ".join(["NOT q.metadata_is_object", *checked.values()])
+    return (
+        f"CASE WHEN {suspect} THEN NULLIF(concat_ws('; ',\n    "
+        + ",\n    ".join(messages)
+        + "), '') END"
+    )
 
 
 _EXPRESSIONS: dict[str, str] = {
@@ -86,21 +168,24 @@ _EXPRESSIONS: dict[str, str] = {
     "prompt_tokens": "s.prompt_tokens::bigint",
     "completion_tokens": "s.completion_tokens::bigint",
     "total_tokens": "s.total_tokens::bigint",
-    "cache_read_tokens": "COALESCE("
-    + _int("m.usage_object->>'cache_read_input_tokens'")
-    + ", "
-    + _int("m.usage_object#>>'{prompt_tokens_details,cached_tokens}'")
-    + ", 0)",
-    "cache_creation_tokens": "COALESCE("
-    + _int("m.usage_object->>'cache_creation_input_tokens'")
-    + ", 0)",
-    "input_cost": "(m.cost_breakdown->>'input_cost')::float8",
-    "output_cost": "(m.cost_breakdown->>'output_cost')::float8",
-    "cache_read_cost": "(m.cost_breakdown->>'cache_read_cost')::float8",
-    "cache_creation_cost": "(m.cost_breakdown->>'cache_creation_cost')::float8",
     "cache_hit": "s.cache_hit",
     "request_tags": "s.request_tags::text",
     "spend_logs_metadata": "m.spend_logs_metadata::text",
+}
+# What the inner query passes on besides those columns, for the outer one.
+_INNER_EXTRAS: dict[str, str] = {
+    **{name: _guarded_number(name) for name in _METADATA_PATHS},
+    "usage_object": "m.usage_object",
+    "cost_breakdown": "m.cost_breakdown",
+    "metadata_is_object": "o.object IS NOT NULL",
+    "metadata": "s.metadata",  # a TOAST pointer: de-TOASTed only to name a bad row's shape
+}
+# The outer query's columns that are not the inner one's as they are.
+_OUTER_EXPRESSIONS: dict[str, str] = {
+    "cache_read_tokens": "COALESCE(q.cache_read_input_tokens, q.cached_tokens, 0)",
+    "cache_creation_tokens": "COALESCE(q.cache_creation_input_tokens, 0)",
+    **{name: f"q.{name}" for name in COST_FIELDS},
+    "row_problems": _row_problems(),
 }
 # Source column each optional output reads, for schemas that predate it.
 _OPTIONAL_OUTPUTS = {
@@ -112,7 +197,7 @@ _OPTIONAL_OUTPUTS = {
     "session_id": "session_id",
 }
 assert set(_OPTIONAL_OUTPUTS.values()) == set(OPTIONAL_SOURCE_COLUMNS)
-assert list(_EXPRESSIONS) == EXTRACT_SCHEMA.names
+assert set(_EXPRESSIONS) | set(_OUTER_EXPRESSIONS) == set(EXTRACT_SCHEMA.names)
 
 _PG_TYPES = {pa.string(): "text", pa.int64(): "bigint", pa.float64(): "float8"}
 
@@ -122,22 +207,34 @@ def _sql_timestamp(moment: datetime) -> str:
 
 
 def window_query(window: HourWindow, missing: frozenset[str] = frozenset()) -> str:
-    """The one query that reads a window; optional columns absent from the table read as NULL."""
-    selected = []
-    for name, expression in _EXPRESSIONS.items():
+    """The one query that reads a window; optional columns absent from the table read as NULL.
+
+    The inner query ``q`` reads each row's metadata once: ``o`` is the object (``OFFSET 0``
+    keeps the planner from inlining it and so de-TOASTing once per use), ``m`` its keys, and
+    the numbers in it are cast only when they are numbers that fit. The outer query names the
+    rows that broke that rule (``row_problems``) from q's results, so a sound row pays one
+    ``IS NULL`` per number for it; ``OFFSET 0`` keeps q's expressions from being evaluated twice.
+    """
+    inner = []
+    for name, expression in {**_EXPRESSIONS, **_INNER_EXTRAS}.items():
         source_column = _OPTIONAL_OUTPUTS.get(name)
         if source_column in missing:
             field_type = EXTRACT_SCHEMA.field(name).type
             expression = f"NULL::{_PG_TYPES.get(field_type, 'timestamp(3)')}"
-        selected.append(f"{expression} AS {name}")
-    columns = ",\n  ".join(selected)
+        inner.append(f"{expression} AS {name}")
+    outer = [
+        f"{_OUTER_EXPRESSIONS[name]} AS {name}" if name in _OUTER_EXPRESSIONS else f"q.{name}"
+        for name in EXTRACT_SCHEMA.names
+    ]
     return (
-        f"SELECT\n  {columns}\n"
+        "SELECT\n  " + ",\n  ".join(outer) + "\nFROM (\nSELECT\n  " + ",\n  ".join(inner) + "\n"
         f'FROM "{SPEND_LOGS_TABLE}" s\n'
-        f"CROSS JOIN LATERAL jsonb_to_record(s.metadata) AS m({_METADATA_RECORD})\n"
+        f"CROSS JOIN LATERAL (SELECT {_METADATA_OBJECT} AS object OFFSET 0) AS o\n"
+        f"CROSS JOIN LATERAL jsonb_to_record(o.object) AS m({_METADATA_RECORD})\n"
         f'WHERE s."startTime" >= {_sql_timestamp(window.start)}'
         f' AND s."startTime" < {_sql_timestamp(window.end)}\n'
-        f'ORDER BY s."startTime"'
+        'ORDER BY s."startTime" OFFSET 0\n) AS q\n'
+        "ORDER BY q.start_time"
     )
 
 
@@ -181,11 +278,13 @@ class LiteLLMPostgresSource:
         *,
         statement_timeout_s: float = 600.0,
         batch_size_hint_bytes: int = 16 * 1024 * 1024,
+        read_ahead_batches: int = 2,
     ) -> None:
         self._database_url = database_url
         self._redactor = Redactor.of([database_url])
         self._statement_timeout_ms = int(statement_timeout_s * 1000)
         self._batch_size_hint_bytes = batch_size_hint_bytes
+        self._read_ahead_batches = read_ahead_batches
 
     def __repr__(self) -> str:
         return f"LiteLLMPostgresSource(host={urlsplit(self._database_url).hostname!r})"
@@ -305,13 +404,13 @@ class LiteLLMPostgresSource:
         except Exception as error:
             connection.close()
             raise self._fail(f"reading {window}", error) from None
-        return Extraction(
+        # Batches are read on a thread from here on, while the caller works on earlier ones.
+        batches = ReadAhead(
             self._batches(connection, cursor, reader, window),
-            notes,
-            aliases,
-            source_totals,
-            snapshot=as_utc(snapshot),
+            depth=self._read_ahead_batches,
+            name="litellm-postgres-reader",
         )
+        return Extraction(batches, notes, aliases, source_totals, snapshot=as_utc(snapshot))
 
     def _batches(
         self,
