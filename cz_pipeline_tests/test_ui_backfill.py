@@ -463,6 +463,7 @@ PER_HOUR_CHECKS = {
         "start_time_in_hour",
         "request_id_unique",
         "spend_and_tokens_valid",
+        "values_readable",
         "matches_source",
         "unpriced_traffic",
     ],
