@@ -30,6 +30,7 @@ class Settings:
     late_rows_lookback_hours: int = 72
     daily_spend_tolerance: Decimal = Decimal("0.000001")
     grain: str = "provider,model,team,api_key,user"
+    backfill_hours_per_run: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -50,6 +51,7 @@ class Settings:
             lake_url=env.get("CZ_LAKE_URL", "").strip() or DEFAULT_LAKE_URL,
             partitions_start=env.get("CZ_PARTITIONS_START", "").strip() or DEFAULT_PARTITIONS_START,
             synthetic_rows_per_hour=int(rows),
+            backfill_hours_per_run=_hours_per_run(env),
         )
 
 
@@ -62,6 +64,18 @@ def _decimal(env: Mapping[str, str], name: str, default: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise SettingsError(f"{name}={text!r}: expected a number of 0 or more")
     return value
+
+
+def _hours_per_run(env: Mapping[str, str]) -> int | None:
+    """Hours in each run of a backfill; None: the whole range is one run."""
+    text = env.get("CZ_BACKFILL_HOURS_PER_RUN", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) == 0:
+        raise SettingsError(
+            f"CZ_BACKFILL_HOURS_PER_RUN={text!r}: expected a whole number of hours, 1 or more"
+        )
+    return int(text)
 
 
 def default_source(env: Mapping[str, str]) -> str:

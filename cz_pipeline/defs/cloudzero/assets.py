@@ -17,6 +17,7 @@ from cz_pipeline.defs.litellm.assets import SPEND_LOGS
 from cz_pipeline.defs.metadata import run_window
 from cz_pipeline.defs.partitions import hourly_partitions
 from cz_pipeline.defs.resources import CheckThresholdsResource, CloudZeroResource, LakeResource
+from cz_pipeline.defs.scale_out import hourly_backfill_policy
 from cz_pipeline.lib import cbf_checks
 from cz_pipeline.lib.cbf import (
     Grain,
@@ -152,7 +153,7 @@ def _status(
     group_name="cloudzero",
     deps=[SPEND_LOGS],
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=hourly_backfill_policy,
     owners=["team:finops-data"],
     kinds={"python", "parquet"},
     metadata={
@@ -282,7 +283,7 @@ def _dry_run(lake: Lake, hour: datetime, items: pa.Table, max_body_bytes: int) -
     group_name="cloudzero",
     deps=[LINE_ITEMS],
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=hourly_backfill_policy,
     owners=["team:finops-data"],
     kinds={"python", "cloudzero"},
     metadata={"dagster/column_schema": RECEIPT_COLUMNS},

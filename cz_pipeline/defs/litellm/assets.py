@@ -13,6 +13,7 @@ from cz_pipeline.defs.resources import (
     LakeResource,
     SpendLogSourceResource,
 )
+from cz_pipeline.defs.scale_out import hourly_backfill_policy
 from cz_pipeline.lib import checks
 from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, HourSummary, extract_to_lake
 from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
@@ -66,7 +67,7 @@ def _check_results(summaries: Sequence[HourSummary]) -> list[dg.AssetCheckResult
     name=SPEND_LOGS_DATASET,
     group_name="litellm",
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=hourly_backfill_policy,
     owners=["team:finops-data"],
     kinds={"python", "parquet"},
     metadata={"dagster/column_schema": column_schema(LAKE_SCHEMA)},
