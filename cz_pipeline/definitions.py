@@ -1,6 +1,7 @@
-"""Dagster entry point: everything under ``defs/``, run in-process, linked to its source.
+"""Dagster entry point: everything under ``defs/``, linked to its source.
 
-The in-process executor matters: a subprocess per step costs about 3 s here, more than the work.
+Steps run in-process unless a Celery broker is configured (``defs/scale_out.py``): a subprocess
+per step costs about 3 s here, more than the work.
 """
 
 import functools
@@ -10,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from cz_pipeline import pool_wait
+from cz_pipeline.defs.scale_out import step_executor
 
 pool_wait.install()
 
@@ -30,7 +32,7 @@ def _build() -> dg.Definitions:
         schedules=loaded.schedules,
         sensors=loaded.sensors,
         resources=loaded.resources,
-        executor=dg.in_process_executor,
+        executor=step_executor(),
     )
 
 

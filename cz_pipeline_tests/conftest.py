@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
 
 import psycopg2
 import pytest
+from moto.server import ThreadedMotoServer
 
 # The server the tests use; CI and this machine run one at this address with trust auth.
 ADMIN_URL = os.environ.get("CZ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -17,9 +20,9 @@ def _database_url(name: str) -> str:
     return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
-@pytest.fixture
-def fresh_database() -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+@contextlib.contextmanager
+def new_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped on leaving."""
     name = f"cz_test_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(ADMIN_URL)
     admin.autocommit = True
@@ -31,3 +34,23 @@ def fresh_database() -> Iterator[str]:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.close()
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    with new_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """An S3 API on 127.0.0.1 at a free port, for this module's tests."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

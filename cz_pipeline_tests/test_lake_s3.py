@@ -8,7 +8,6 @@ deployment sets to point the lake at an S3-compatible store.
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 import s3fs
-from moto.server import ThreadedMotoServer
 
 from cz_pipeline.defs.resources import SpendLogSourceResource
 from cz_pipeline.lib.hour_record import read_records
@@ -31,19 +29,6 @@ from cz_pipeline_tests.pipeline_runs import hour_metadata, run_job
 
 HOUR = datetime(2026, 11, 30, 23, tzinfo=UTC)
 SCHEMA = pa.schema([("a", pa.int64())])
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """An S3 API on 127.0.0.1 at a free port, for this module's tests."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -162,13 +162,16 @@ class DagsterHome:
     env: dict[str, str]
 
 
-@pytest.fixture
-def dagster_home(fresh_database: str, tmp_path: Path) -> DagsterHome:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+def instance_home(home: Path) -> Path:
+    """A ``DAGSTER_HOME`` holding the repository's dagster.yaml, byte for byte."""
+    home.mkdir(parents=True)
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")  # exactly production's file
-    lake = tmp_path / "lake"
-    url = urlsplit(fresh_database)
+    return home
+
+
+def instance_env(home: Path, database_url: str) -> dict[str, str]:
+    """The environment of a Dagster process on ``home`` and that instance database."""
+    url = urlsplit(database_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
     env.update(
         DAGSTER_HOME=str(home),
@@ -178,10 +181,20 @@ def dagster_home(fresh_database: str, tmp_path: Path) -> DagsterHome:
         # Empty with the trust authentication of CI and this machine; Dagster accepts "".
         DAGSTER_PG_PASSWORD=unquote(url.password or ""),
         DAGSTER_PG_DB=url.path.lstrip("/"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def dagster_home(fresh_database: str, tmp_path: Path) -> DagsterHome:
+    home = instance_home(tmp_path / "dagster_home")
+    lake = tmp_path / "lake"
+    env = instance_env(home, fresh_database)
+    env.update(
         CZ_SOURCE="synthetic",
         CZ_SYNTHETIC_ROWS_PER_HOUR=ROWS_PER_HOUR,
         CZ_LAKE_URL=str(lake),
-        PYTHONUNBUFFERED="1",
     )
     return DagsterHome(home, fresh_database, lake, env)
 
@@ -189,13 +202,15 @@ def dagster_home(fresh_database: str, tmp_path: Path) -> DagsterHome:
 class Service:
     """A Dagster process in its own process group, logging to a file."""
 
-    def __init__(self, name: str, args: list[str], env: Mapping[str, str], logs: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], env: Mapping[str, str], logs: Path, cwd: Path = REPO
+    ) -> None:
         self.name = name
         self.log = logs / f"{name}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 args,
-                cwd=REPO,  # workspace.yaml says working_directory: .
+                cwd=cwd,  # REPO for workspace.yaml's working_directory: .
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

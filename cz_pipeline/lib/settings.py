@@ -48,6 +48,7 @@ class Settings:
     cloudzero_connection_id: str | None = None
     dry_run_requested: bool = False
     dagster_ui_url: str | None = None
+    backfill_hours_per_run: int | None = None
     secrets_set: frozenset[str] = field(default_factory=frozenset)
     """Which of :data:`SECRET_VARIABLES` hold a value (never the values themselves)."""
 
@@ -78,6 +79,7 @@ class Settings:
             dry_run_requested=_flag(env, "CZ_DRY_RUN"),
             dagster_ui_url=_text(env, "CZ_DAGSTER_UI_URL") or None,
             secrets_set=frozenset(name for name in SECRET_VARIABLES if _text(env, name)),
+            backfill_hours_per_run=_hours_per_run(env),
         )
 
 
@@ -149,6 +151,18 @@ def _decimal(env: Mapping[str, str], name: str, default: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise SettingsError(f"{name}={text!r}: expected a number of 0 or more")
     return value
+
+
+def _hours_per_run(env: Mapping[str, str]) -> int | None:
+    """Hours in each run of a backfill; None: the whole range is one run."""
+    text = env.get("CZ_BACKFILL_HOURS_PER_RUN", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) == 0:
+        raise SettingsError(
+            f"CZ_BACKFILL_HOURS_PER_RUN={text!r}: expected a whole number of hours, 1 or more"
+        )
+    return int(text)
 
 
 def default_source(env: Mapping[str, str]) -> str:

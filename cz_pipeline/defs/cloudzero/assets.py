@@ -15,6 +15,7 @@ from cz_pipeline.defs.litellm.assets import SPEND_LOGS
 from cz_pipeline.defs.metadata import hour_check_specs, markdown_text, run_window
 from cz_pipeline.defs.partitions import hourly_partitions
 from cz_pipeline.defs.resources import CheckThresholdsResource, CloudZeroResource, LakeResource
+from cz_pipeline.defs.scale_out import hourly_backfill_policy
 from cz_pipeline.lib import cbf_checks
 from cz_pipeline.lib.cbf import (
     TAG_PREFIX,
@@ -188,7 +189,7 @@ Each hour's check verdicts are on that hour's partition.
     ],
     name=LINE_ITEMS_DATASET,
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=hourly_backfill_policy,
     check_specs=hour_check_specs(LINE_ITEMS, LINE_ITEM_CHECK_DESCRIPTIONS),
     # Makes the check outputs optional: each hour's verdict is logged as its own evaluation.
     can_subset=True,
@@ -313,7 +314,7 @@ def _delivery_metadata(piece: DeliveryPiece) -> dict[str, Any]:
     group_name="cloudzero",
     deps=[LINE_ITEMS],
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=hourly_backfill_policy,
     owners=["team:finops-data"],
     kinds={"python", "cloudzero"},
     metadata={"dagster/column_schema": DELIVERY_COLUMNS},

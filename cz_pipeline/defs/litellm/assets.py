@@ -14,6 +14,7 @@ from cz_pipeline.defs.resources import (
     LakeResource,
     SpendLogSourceResource,
 )
+from cz_pipeline.defs.scale_out import hourly_backfill_policy
 from cz_pipeline.lib import checks
 from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET, HourSummary, extract_to_lake
 from cz_pipeline.lib.spend_log_schema import LAKE_SCHEMA
@@ -80,7 +81,7 @@ def _hour_metadata(summary: HourSummary, lake_path: str, snapshot: datetime) -> 
     ],
     name=SPEND_LOGS_DATASET,
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=hourly_backfill_policy,
     check_specs=hour_check_specs(SPEND_LOGS, HOUR_CHECK_DESCRIPTIONS),
     # Makes the check outputs optional: each hour's verdict is logged as its own evaluation.
     can_subset=True,

@@ -1,0 +1,63 @@
+"""When runs and steps ran, read from a Dagster instance's PostgreSQL tables.
+
+The Celery test asserts with these that runs overlapped and uploads did not; the parallel-runs
+benchmark adds up the upload steps' time with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg2
+
+UPLOAD_STEP = "cloudzero_billing_drops"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """From start to end, in seconds since the epoch, of a run or of one of its steps."""
+
+    run_id: str
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def overlaps(self, other: Interval) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+def run_intervals(database_url: str, run_ids: list[str]) -> list[Interval]:
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT run_id, start_time, end_time FROM runs WHERE run_id = ANY(%s)", (run_ids,)
+            )
+            return [Interval(run_id, start, end) for run_id, start, end in cursor.fetchall()]
+    finally:
+        connection.close()
+
+
+def step_intervals(database_url: str, step_key: str = UPLOAD_STEP) -> list[Interval]:
+    """From STEP_START to STEP_SUCCESS of ``step_key`` in each run that finished it."""
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT run_id, dagster_event_type, extract(epoch FROM timestamp) FROM event_logs"
+                " WHERE step_key = %s AND dagster_event_type IN ('STEP_START', 'STEP_SUCCESS')",
+                (step_key,),
+            )
+            times: dict[str, dict[str, float]] = {}
+            for run_id, event, at in cursor.fetchall():
+                times.setdefault(run_id, {})[event] = float(at)
+    finally:
+        connection.close()
+    return [
+        Interval(run_id, t["STEP_START"], t["STEP_SUCCESS"])
+        for run_id, t in times.items()
+        if len(t) == 2
+    ]
