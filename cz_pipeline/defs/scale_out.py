@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from cz_pipeline.lib.celery_settings import celery_enabled, executor_config
-from cz_pipeline.lib.settings import Settings
+from cz_pipeline.lib.settings import Settings, load_settings
 
 
 def backfill_policy(settings: Settings) -> dg.BackfillPolicy:
@@ -31,4 +31,4 @@ def step_executor(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition
     return celery_executor.configured(executor_config(env), name="celery")
 
 
-hourly_backfill_policy = backfill_policy(Settings.from_env())
+hourly_backfill_policy = backfill_policy(load_settings())
