@@ -13,6 +13,7 @@ import pytest
 from cz_pipeline import read_hours
 from cz_pipeline.lib.hours import HOUR
 from cz_pipeline.lib.lake import Lake
+from cz_pipeline.lib.settings import load_settings
 
 FIRST = datetime(2026, 11, 30, 22, tzinfo=UTC)
 SPEND = pa.decimal128(20, 10)
@@ -81,7 +82,12 @@ def test_the_lake_url_defaults_to_cz_lake_url(
 ) -> None:
     write_hours(Lake(str(tmp_path)), 2)
     monkeypatch.setenv("CZ_LAKE_URL", str(tmp_path))
-    frame = read_hours("litellm_spend_logs", FIRST, FIRST + HOUR, columns=["model"])
+    # A fresh process: settings are read once per process, so forget this one's before and after.
+    load_settings.cache_clear()
+    try:
+        frame = read_hours("litellm_spend_logs", FIRST, FIRST + HOUR, columns=["model"])
+    finally:
+        load_settings.cache_clear()
     assert len(frame) == 4
 
 

@@ -142,8 +142,11 @@ def test_a_dry_run_only_when_both_are_unset_or_when_asked() -> None:
         Settings.from_env({"CZ_DRY_RUN": "maybe"})
 
 
+# Reads only: the demo may still set a variable for the process it runs (``os.environ[...] =``).
 PIPELINE_VARIABLE_READ = (
-    r"(os\.environ|os\.getenv)\W*(\[|\.get\()?\W*(CZ_|CLOUDZERO_|LITELLM_)|Settings\.from_env\("
+    r"(os\.getenv|os\.environ\.get)\(\W*(CZ_|CLOUDZERO_|LITELLM_)"
+    r"|os\.environ\[\W*(CZ_|CLOUDZERO_|LITELLM_)\w*\W*\](?!\s*=)"
+    r"|Settings\.from_env\("
 )
 
 

@@ -291,7 +291,7 @@ def read_records(lake: Lake, hours: Iterable[datetime]) -> dict[datetime, HourRe
     paths: list[str] = []
     for day in days:
         pattern = f"{lake.root}/{RECORDS_DATASET}/date={day}/hour=*/*.json"
-        paths += [p for p in lake.fs.glob(pattern) if posixpath.dirname(p) in folders]
+        paths += [p for p in lake.glob(pattern) if posixpath.dirname(p) in folders]
     paths = [p for p in paths if posixpath.basename(p) in _FIELD_BY_FILE]
     contents: dict[str, bytes] = lake.fs.cat(paths) if paths else {}
     pieces: dict[datetime, dict[str, Piece]] = {h: {} for h in wanted}

@@ -226,10 +226,20 @@ class Lake:
             staged.stream.write(content)
         return final
 
+    def glob(self, pattern: str) -> list[str]:
+        """Paths matching ``pattern`` as the store holds them now.
+
+        fsspec keeps one filesystem object per process and caches its listings (s3fs does), so
+        a file another process wrote (a Celery worker, a parallel run) would stay unseen; state
+        that other runs write must never be read from a stale listing.
+        """
+        self.fs.invalidate_cache()
+        return sorted(self.fs.glob(pattern))
+
     def remove_hour_files(self, dataset: str, hour: datetime, keep: set[str], pattern: str) -> None:
         """Delete the hour's files matching ``pattern`` whose names are not in ``keep``."""
         folder = self.hour_folder(dataset, hour)
-        for path in self.fs.glob(f"{folder}/{pattern}"):
+        for path in self.glob(f"{folder}/{pattern}"):
             if posixpath.basename(path) not in keep:
                 self.fs.rm(path)
 

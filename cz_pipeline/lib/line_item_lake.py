@@ -29,7 +29,7 @@ def known_tags(lake: Lake, tag_columns: list[str], skip: Iterable[datetime]) -> 
     """
     skipped = {lake.hour_folder(LINE_ITEMS_DATASET, hour) for hour in skip}
     pattern = f"{lake.root}/{LINE_ITEMS_DATASET}/date=*/hour=*/{LINE_ITEMS_DATASET}.parquet"
-    files = sorted(p for p in lake.fs.glob(pattern) if posixpath.dirname(p) not in skipped)
+    files = [p for p in lake.glob(pattern) if posixpath.dirname(p) not in skipped]
     schema = pa.schema([pa.field(name, pa.string()) for name in [RESOURCE_ID, *tag_columns]])
     if not files:
         return schema.empty_table()

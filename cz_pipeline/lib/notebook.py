@@ -16,7 +16,7 @@ import pyarrow as pa
 from cz_pipeline.lib.hours import HOUR, HourWindow, floor_hour, parse_partition_key
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline.lib.line_item_lake import LINE_ITEMS_DATASET
-from cz_pipeline.lib.settings import Settings
+from cz_pipeline.lib.settings import load_settings
 from cz_pipeline.lib.spend_log_lake import SPEND_LOGS_DATASET
 
 READABLE_DATASETS = (SPEND_LOGS_DATASET, LINE_ITEMS_DATASET)
@@ -52,7 +52,7 @@ def read_hours(
     start, end = _hour(first), _hour(last)
     if end < start:
         raise ValueError(f"last hour {end:%Y-%m-%d %H:%M} is before first {start:%Y-%m-%d %H:%M}")
-    lake = Lake(lake_url or Settings.from_env().lake_url, **storage_options)
+    lake = Lake(lake_url or load_settings().lake_url, **storage_options)
     window = HourWindow(start, end + HOUR)
     tables = [
         lake.read_hour(dataset, hour, columns=columns)
