@@ -112,7 +112,7 @@ def run_days(days: int, now: datetime) -> list[DayResult]:
             time.monotonic() - started,
             run.success,
         )
-        status = "done" if run.success else "FAILED (see `dagster dev` for the run's log)"
+        status = "done" if run.success else "FAILED (see `make ui` for the run's log)"
         print(f" {status}: {requests:,} requests, ${spend:,.2f} in {result.seconds:.1f} s")
         failed: dict[str, list[Any]] = {}
         for evaluation in run.get_asset_check_evaluations():
@@ -121,7 +121,8 @@ def run_days(days: int, now: datetime) -> list[DayResult]:
         for name, evaluations in failed.items():
             first = evaluations[0]
             level = "warning" if first.severity.value == "WARN" else "failed"
-            more = f" (and {len(evaluations) - 1} more)" if len(evaluations) > 1 else ""
+            others = len(evaluations) - 1
+            more = f" (and {others} more hour{'s' if others > 1 else ''})" if others else ""
             print(f"    check {level}: {name}: {first.description}{more}")
         results.append(result)
     return results
