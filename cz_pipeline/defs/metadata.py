@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import warnings
 from collections.abc import Mapping
 from decimal import Decimal
@@ -19,9 +21,19 @@ from cz_pipeline.lib.spend_log_schema import is_required
 SPEND_DISPLAY_DECIMALS = 6
 
 
+_CODE_SPAN = re.compile(r"(`[^`]*`)")
+
+
 def markdown_text(text: str) -> str:
-    """Text that Dagster's UI renders as Markdown shown as written: ``<team_id>`` is not HTML."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text that Dagster's UI renders as Markdown shown as written: ``<team_id>`` is not HTML.
+
+    Code spans already show their text literally (an entity there would print as ``&lt;``), so
+    only the text around them is escaped.
+    """
+    return "".join(
+        part if _CODE_SPAN.fullmatch(part) else html.escape(part, quote=False)
+        for part in _CODE_SPAN.split(text)
+    )
 
 
 def spend_metadata(exact: Decimal) -> dict[str, Any]:
