@@ -5,6 +5,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cz_pipeline.lib.checks import VALUES_READABLE
+from cz_pipeline.lib.checks import VALUES_READABLE, SourceTotals
 from cz_pipeline.lib.hours import HourWindow
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline.lib.litellm_tables import create_litellm_tables
@@ -357,7 +358,8 @@ def test_a_failed_write_closes_the_reader_and_its_connection(
 ) -> None:
     insert(litellm_db, sample_rows())
     extraction = LiteLLMPostgresSource(litellm_db, batch_size_hint_bytes=1).extract(SAMPLE_HOUR)
-    assert _pipeline_connections(litellm_db) == 1
+    # The reader's connection; the totals' own closes once they are counted.
+    assert _pipeline_connections(litellm_db, settled=1) == 1
     with pytest.raises(OSError, match="disk full"):
         extract_to_lake(extraction, SAMPLE_HOUR, FailingLake(str(tmp_path)), source="postgres")
     assert _pipeline_connections(litellm_db, settled=0) == 0
@@ -374,3 +376,32 @@ def test_every_batch_arrives_through_the_reader_thread(litellm_db: str) -> None:
     assert len(batches) > 1
     assert sum(batch.num_rows for batch in batches) == len(rows)
     assert _pipeline_connections(litellm_db, settled=0) == 0
+
+
+def test_totals_counted_beside_the_read_see_its_snapshot(
+    litellm_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hour's totals are counted on a second connection while the rows are read; a row
+    LiteLLM commits after the read began is in neither, however late the count runs."""
+    rows = sample_rows()
+    insert(litellm_db, rows)
+    committed = threading.Event()
+    count = LiteLLMPostgresSource._totals
+
+    def count_after_the_commit(
+        source: LiteLLMPostgresSource, window: HourWindow, snapshot_id: str | None = None
+    ) -> dict[datetime, SourceTotals]:
+        assert committed.wait(10)
+        return count(source, window, snapshot_id)
+
+    monkeypatch.setattr(LiteLLMPostgresSource, "_totals", count_after_the_commit)
+    extraction = LiteLLMPostgresSource(litellm_db).extract(SAMPLE_HOUR)
+    insert(litellm_db, [_at(rows[0], "committed-after-the-read-began", "2026-11-27T16:30:00")])
+    committed.set()
+
+    read = pa.Table.from_batches(list(extraction.batches), schema=EXTRACT_SCHEMA)
+    assert read.num_rows == len(rows)
+    spend = sum((Decimal(str(row["spend"])) for row in rows), Decimal(0))
+    assert extraction.source_totals == {SAMPLE_HOUR.start: SourceTotals(len(rows), spend)}
+    now = LiteLLMPostgresSource(litellm_db).hourly_totals(SAMPLE_HOUR)
+    assert now[SAMPLE_HOUR.start].rows == len(rows) + 1

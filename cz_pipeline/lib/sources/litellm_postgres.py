@@ -9,7 +9,9 @@ statement timeout, so the pipeline can never write to or stall LiteLLM's databas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -250,6 +252,12 @@ def totals_query(window: HourWindow) -> str:
     )
 
 
+def _totals_by_hour(rows: Iterable[tuple[Any, Any, Any]]) -> dict[datetime, SourceTotals]:
+    return {
+        as_utc(hour): SourceTotals(int(count), Decimal(spend or "0")) for hour, count, spend in rows
+    }
+
+
 def read_only_url(database_url: str, statement_timeout_ms: int) -> str:
     """Add libpq options so every transaction on the connection is read-only and time-bound.
 
@@ -334,16 +342,22 @@ class LiteLLMPostgresSource:
 
     def hourly_totals(self, window: HourWindow) -> dict[datetime, SourceTotals]:
         """Rows and exact spend per hour of the window, as LiteLLM holds them now."""
+        return self._totals(window)
+
+    def _totals(
+        self, window: HourWindow, snapshot_id: str | None = None
+    ) -> dict[datetime, SourceTotals]:
+        """Per-hour totals on a connection of their own; with ``snapshot_id`` (exported by a
+        read's transaction) they count exactly the rows that read sees."""
         with self._connect() as connection, connection.cursor() as cursor:
             try:
+                if snapshot_id is not None:
+                    cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
                 cursor.execute(totals_query(window))
                 rows = cursor.fetchall()
             except Exception as error:
                 raise self._fail(f"counting {window}", error) from None
-        return {
-            as_utc(hour): SourceTotals(int(count), Decimal(spend or "0"))
-            for hour, count, spend in rows
-        }
+        return _totals_by_hour(rows)
 
     def daily_user_spend(self, first_day: date, last_day: date) -> pa.Table:
         """LiteLLM's ``LiteLLM_DailyUserSpend`` rows for UTC days first_day..last_day."""
@@ -369,9 +383,11 @@ class LiteLLMPostgresSource:
         try:
             cursor = connection.cursor()
             # The transaction's first statement takes its repeatable-read snapshot: its clock
-            # says how new the rows read below are.
-            cursor.execute("SELECT clock_timestamp()")
-            (snapshot,) = cursor.fetchone()
+            # says how new the rows read below are. Exported, the same snapshot lets a second
+            # connection count the hours while this one reads the rows.
+            cursor.execute("SELECT clock_timestamp(), pg_export_snapshot()")
+            snapshot, snapshot_id = cursor.fetchone()
+            totals = self._count_beside(window, snapshot_id)
             columns = self._table_columns(cursor, SPEND_LOGS_TABLE)
             if not columns:
                 raise SourceError(f'table "{SPEND_LOGS_TABLE}" not found in LiteLLM\'s database')
@@ -388,11 +404,6 @@ class LiteLLMPostgresSource:
                     f'"{SPEND_LOGS_TABLE}" predates columns {", ".join(sorted(missing_optional))}:'
                     " read as nulls"
                 )
-            cursor.execute(totals_query(window))
-            source_totals = {
-                as_utc(hour): SourceTotals(int(rows), Decimal(spend or "0"))
-                for hour, rows, spend in cursor.fetchall()
-            }
             cursor.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(self._batch_size_hint_bytes)}
             )
@@ -405,12 +416,24 @@ class LiteLLMPostgresSource:
             connection.close()
             raise self._fail(f"reading {window}", error) from None
         # Batches are read on a thread from here on, while the caller works on earlier ones.
+        source_totals: dict[datetime, SourceTotals] = {}
         batches = ReadAhead(
-            self._batches(connection, cursor, reader, window),
+            self._batches(connection, cursor, reader, window, totals, source_totals),
             depth=self._read_ahead_batches,
             name="litellm-postgres-reader",
         )
         return Extraction(batches, notes, aliases, source_totals, snapshot=as_utc(snapshot))
+
+    def _count_beside(
+        self, window: HourWindow, snapshot_id: str
+    ) -> Future[dict[datetime, SourceTotals]]:
+        """Start the per-hour totals of the read's snapshot on a thread and connection of
+        their own, so their query runs while the rows' query runs, not before it."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litellm-postgres-totals")
+        try:
+            return executor.submit(self._totals, window, snapshot_id)
+        finally:
+            executor.shutdown(wait=False)
 
     def _batches(
         self,
@@ -418,10 +441,21 @@ class LiteLLMPostgresSource:
         cursor: adbc.Cursor,
         reader: pa.RecordBatchReader,
         window: HourWindow,
+        totals: Future[dict[datetime, SourceTotals]],
+        source_totals: dict[datetime, SourceTotals],
     ) -> Iterator[pa.RecordBatch]:
-        """Stream the batches; the cursor must outlive the reader or the stream closes."""
+        """Stream the batches; the cursor must outlive the reader or the stream closes.
+
+        ``source_totals`` is filled before the first batch is handed over; the first batch is
+        read first, so the server works on both queries meanwhile. The read's transaction
+        stays open until then, which keeps its exported snapshot importable."""
         try:
-            for batch in reader:
+            batches = iter(reader)
+            first = next(batches, None)
+            source_totals.update(totals.result())
+            if first is None:
+                return
+            for batch in itertools.chain([first], batches):
                 yield pa.RecordBatch.from_arrays(
                     [
                         column.cast(field.type)
@@ -429,6 +463,8 @@ class LiteLLMPostgresSource:
                     ],
                     schema=EXTRACT_SCHEMA,
                 )
+        except SourceError:
+            raise
         except Exception as error:
             raise self._fail(f"reading {window}", error) from None
         finally:
