@@ -10,6 +10,7 @@ import dagster as dg
 import psycopg2
 
 from cz_pipeline.definitions import defs
+from cz_pipeline.defs.check_results import HOUR_CHECKS
 from cz_pipeline.defs.resources import (
     CheckThresholdsResource,
     CloudZeroResource,
@@ -66,23 +67,45 @@ def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-def hour_verdicts(result: dg.ExecuteInProcessResult, check: str) -> dict[str, Any]:
-    """A per-hour check's evaluations by hour (partition key)."""
+def hour_verdicts(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """The asset's per-hour check (``hour_checks``) evaluations by hour (partition key)."""
     verdicts = {}
     for evaluation in result.get_asset_check_evaluations():
-        if evaluation.check_name == check:
+        if evaluation.check_name == HOUR_CHECKS and evaluation.asset_key.to_user_string() == asset:
             assert evaluation.partition is not None, evaluation
             assert evaluation.partition not in verdicts, f"two verdicts for {evaluation.partition}"
             verdicts[evaluation.partition] = evaluation
     return verdicts
 
 
-def failed_hours(result: dg.ExecuteInProcessResult, check: str) -> list[str]:
-    return sorted(k for k, e in hour_verdicts(result, check).items() if not e.passed)
+def failed_rules(evaluation: Any) -> set[str]:
+    """The rules an hour's ``hour_checks`` verdict names as failed."""
+    listed = str(evaluation.metadata["failed_rules"].value)
+    return {rule.strip() for rule in listed.split(",") if rule.strip()}
+
+
+def rule_verdicts(evaluation: Any) -> dict[str, str]:
+    """Each rule's verdict (passed, failed, not evaluated) in an hour's ``rules`` table."""
+    rows = str(evaluation.metadata["rules"].value).splitlines()[2:]
+    return {row.split("|")[1].strip(" `"): row.split("|")[3].strip() for row in rows}
+
+
+def failed_hours(result: dg.ExecuteInProcessResult, asset: str, rule: str) -> list[str]:
+    verdicts = hour_verdicts(result, asset)
+    return sorted(k for k, e in verdicts.items() if rule in failed_rules(e))
 
 
 def failed_checks(result: dg.ExecuteInProcessResult) -> set[str]:
-    return {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    """The run-level checks that failed, and the rules of the per-hour checks that failed."""
+    failed = set()
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            continue
+        if evaluation.check_name == HOUR_CHECKS:
+            failed |= failed_rules(evaluation)
+        else:
+            failed.add(evaluation.check_name)
+    return failed
 
 
 def hour_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, dict[str, Any]]:

@@ -69,7 +69,7 @@ def a_failed_run(**changes: Any) -> FailedRun:
         "first_hour": "2025-06-01-00:00",
         "last_hour": "2025-06-01-23:00",
         "failed_hours": ["2025-06-01-07:00"],
-        "failed_checks": ["litellm_spend_logs.spend_and_tokens_valid"],
+        "failed_checks": ["litellm_spend_logs.hour_checks (spend_and_tokens_valid)"],
         "error": "Execution of run failed.",
         "run_url": "http://dagster.example/runs/0123456789abcdef",
     }
@@ -81,7 +81,7 @@ def test_the_message_names_run_hours_checks_and_link() -> None:
     assert "`01234567`" in text
     assert "2025-06-01-00:00 to 2025-06-01-23:00 UTC" in text
     assert "Failed hours (1): 2025-06-01-07:00" in text
-    assert "litellm_spend_logs.spend_and_tokens_valid" in text
+    assert "litellm_spend_logs.hour_checks (spend_and_tokens_valid)" in text
     assert "<http://dagster.example/runs/0123456789abcdef|open it in Dagster>" in text
     assert "Error:" not in text  # the checks say more than Dagster's generic failure text
 
@@ -165,7 +165,7 @@ def test_a_failed_run_posts_one_message_naming_its_hour_and_checks(
     text = webhook.received[0]["text"]
     assert f"`{run.run_id[:8]}`" in text
     assert f"Failed hours (1): {partition_key(BAD)}" in text
-    assert "litellm_spend_logs.spend_and_tokens_valid" in text
+    assert "litellm_spend_logs.hour_checks (spend_and_tokens_valid)" in text
     assert "cloudzero_billing_drops.every_hour_delivered" in text
     assert f"http://ui.example/runs/{run.run_id}" in text
     assert SECRET_PATH not in text

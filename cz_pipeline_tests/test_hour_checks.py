@@ -21,6 +21,7 @@ from cz_pipeline_tests.pipeline_runs import (
     failed_hours,
     hour_metadata,
     hour_verdicts,
+    rule_verdicts,
     run_job,
 )
 
@@ -106,18 +107,23 @@ def test_clean_day_passes_every_check_and_delivers_every_hour(
 ) -> None:
     result = run_day(litellm_day, tmp_path)
     assert result.success
-    evaluations = check_evaluations(result)
-    assert HOUR_CHECKS | {"every_hour_delivered", "cbf_contract", "cost_conserved"} <= set(
-        evaluations
-    )
+    assert {"every_hour_delivered", "hour_checks"} <= set(check_evaluations(result))
     assert failed_checks(result) == set()
     keys = [partition_key(h) for h in HOURS]
-    for check in HOUR_CHECKS | {"unpriced_traffic", "cbf_contract", "cost_conserved"}:
-        verdicts = hour_verdicts(result, check)
-        assert sorted(verdicts) == keys, check  # one verdict per hour, on the hour's partition
-    matches = hour_verdicts(result, "matches_source")[keys[3]]
-    assert matches.description.endswith("as LiteLLM does (spend within 0.000000001 USD)")
-    assert matches.metadata["source_rows"].value == matches.metadata["lake_rows"].value
+    rules = {
+        "litellm_spend_logs": HOUR_CHECKS | {"values_readable", "unpriced_traffic"},
+        "cloudzero_line_items": {"cbf_contract", "cost_conserved", "tags_constant_per_resource"},
+    }
+    for asset, names in rules.items():
+        verdicts = hour_verdicts(result, asset)
+        assert sorted(verdicts) == keys, asset  # one verdict per hour, on the hour's partition
+        for verdict in verdicts.values():
+            assert verdict.passed
+            judged = rule_verdicts(verdict)
+            assert {name: judged[name] for name in names} == dict.fromkeys(names, "passed")
+    matches = hour_verdicts(result, "litellm_spend_logs")[keys[3]]
+    assert "as LiteLLM does (spend within 0.000000001 USD)" in matches.metadata["rules"].value
+    assert not [label for label in matches.metadata if label.startswith("matches_source.")]
 
 
 def test_negative_spend_holds_back_only_its_hour_and_fails_the_run(
@@ -131,12 +137,16 @@ def test_negative_spend_holds_back_only_its_hour_and_fails_the_run(
     result = run_day(litellm_day, tmp_path)
     assert not result.success
     assert failed_checks(result) == {"spend_and_tokens_valid", "every_hour_delivered"}
-    assert failed_hours(result, "spend_and_tokens_valid") == [partition_key(BAD)]
-    spend_check = hour_verdicts(result, "spend_and_tokens_valid")[partition_key(BAD)]
+    assert failed_hours(result, "litellm_spend_logs", "spend_and_tokens_valid") == [
+        partition_key(BAD)
+    ]
+    spend_check = hour_verdicts(result, "litellm_spend_logs")[partition_key(BAD)]
+    assert spend_check.severity == dg.AssetCheckSeverity.ERROR
     assert spend_check.metadata["offending_request_ids"].value == [bad_id]
+    assert spend_check.description.startswith("spend_and_tokens_valid: ")
     assert "1 row with negative spend" in spend_check.description
     # The held-back hour's line items were never built, so their checks did not judge it.
-    line_item_verdicts = hour_verdicts(result, "cbf_contract")
+    line_item_verdicts = hour_verdicts(result, "cloudzero_line_items")
     assert sorted(line_item_verdicts) == [partition_key(h) for h in HOURS if h != BAD]
     gate = check_evaluations(result)["every_hour_delivered"]
     assert gate.metadata["failed_hours"].value == partition_key(BAD)
@@ -168,8 +178,8 @@ def test_duplicate_request_id_is_reported_not_dropped(litellm_day: str, tmp_path
     litellm_writes_daily_table_too(litellm_day)
     result = run_day(litellm_day, tmp_path)
     assert failed_checks(result) == {"request_id_unique", "every_hour_delivered"}
-    assert failed_hours(result, "request_id_unique") == [partition_key(BAD)]
-    check = hour_verdicts(result, "request_id_unique")[partition_key(BAD)]
+    assert failed_hours(result, "litellm_spend_logs", "request_id_unique") == [partition_key(BAD)]
+    check = hour_verdicts(result, "litellm_spend_logs")[partition_key(BAD)]
     assert check.metadata["offending_request_ids"].value == [duplicate]
     table = Lake(str(tmp_path)).read_hour(
         "litellm_spend_logs_quarantine", BAD, dataset_file="litellm_spend_logs"
@@ -229,8 +239,8 @@ def test_a_row_outside_its_hour_is_caught(litellm_day: str, tmp_path: Path) -> N
     assert not result.success
     # The row arrives among its hour's rows but says it started two hours earlier.
     assert failed_checks(result) == {"start_time_in_hour", "every_hour_delivered"}
-    assert failed_hours(result, "start_time_in_hour") == [partition_key(BAD)]
-    check = hour_verdicts(result, "start_time_in_hour")[partition_key(BAD)]
+    assert failed_hours(result, "litellm_spend_logs", "start_time_in_hour") == [partition_key(BAD)]
+    check = hour_verdicts(result, "litellm_spend_logs")[partition_key(BAD)]
     assert check.metadata["offending_request_ids"].value == [stray]
     assert_only_bad_hour_held(tmp_path, result)
 
@@ -252,8 +262,8 @@ def test_unpriced_traffic_warns_without_holding_the_hour(litellm_day: str, tmp_p
     result = run_day(litellm_day, tmp_path, unpriced_share_threshold=0.01)
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     assert failed_checks(result) == {"unpriced_traffic"}
-    assert failed_hours(result, "unpriced_traffic") == [partition_key(BAD)]
-    check = hour_verdicts(result, "unpriced_traffic")[partition_key(BAD)]
+    assert failed_hours(result, "litellm_spend_logs", "unpriced_traffic") == [partition_key(BAD)]
+    check = hour_verdicts(result, "litellm_spend_logs")[partition_key(BAD)]
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert len(check.metadata["offending_request_ids"].value) > 0
 

@@ -467,28 +467,17 @@ query CheckExecutions($assetKey: AssetKeyInput!, $checkName: String!) {
       severity
       description
       partition
-      metadataEntries { label ... on JsonMetadataEntry { jsonString } }
+      metadataEntries {
+        label
+        ... on JsonMetadataEntry { jsonString }
+        ... on MarkdownMetadataEntry { mdStr }
+      }
     }
   }
 }
 """
-PER_HOUR_CHECKS = {
-    "litellm_spend_logs": [
-        "required_fields",
-        "start_time_in_hour",
-        "request_id_unique",
-        "spend_and_tokens_valid",
-        "values_readable",
-        "matches_source",
-        "unpriced_traffic",
-    ],
-    "cloudzero_line_items": [
-        "cbf_contract",
-        "cost_conserved",
-        "tags_constant_per_resource",
-        "monthly_row_budget",
-    ],
-}
+# Each hourly asset has one per-hour check; its rules are listed in each verdict's metadata.
+PER_HOUR_CHECKS = {"litellm_spend_logs": ["hour_checks"], "cloudzero_line_items": ["hour_checks"]}
 
 
 def dg_launch(home: DagsterHome, first: str, last: str) -> None:
@@ -563,14 +552,16 @@ def test_each_hour_shows_its_own_check_verdicts_over_graphql(
 
     verdicts = {
         e["partition"]: e
-        for e in executions(
-            dagster, "litellm_spend_logs", "spend_and_tokens_valid", failed_run["runId"]
-        )
+        for e in executions(dagster, "litellm_spend_logs", "hour_checks", failed_run["runId"])
     }
     assert verdicts[bad]["status"] == "FAILED"
-    assert "1 row with negative spend" in verdicts[bad]["evaluation"]["description"]
-    ids = {m["label"]: m.get("jsonString") for m in verdicts[bad]["evaluation"]["metadataEntries"]}
-    assert json.loads(ids["offending_request_ids"]) == [bad_id]
+    description = verdicts[bad]["evaluation"]["description"]
+    assert description.startswith("spend_and_tokens_valid: ")
+    assert "1 row with negative spend" in description
+    entries = {m["label"]: m for m in verdicts[bad]["evaluation"]["metadataEntries"]}
+    assert json.loads(entries["offending_request_ids"]["jsonString"]) == [bad_id]
+    assert "| `spend_and_tokens_valid` | ERROR | failed |" in entries["rules"]["mdStr"]
+    assert "| `required_fields` | ERROR | passed |" in entries["rules"]["mdStr"]
     assert {verdicts[h]["status"] for h in bad_range if h != bad} == {"SUCCEEDED"}
 
     # A check that could not judge (no complete UTC day in the run) is not a green pass.

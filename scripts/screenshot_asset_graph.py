@@ -21,7 +21,7 @@ apart from the PNGs:
    the demo's data starts (the ``demo.env`` the demo writes), as ``make ui`` does.
 4. Headless Chromium opens each page, checks that the rendered page shows what the picture is
    for, and takes the screenshot: the global asset lineage (``/asset-groups``) with both groups
-   expanded; the ``unpriced_traffic`` check's executions, one verdict per hour; the
+   expanded; the spend logs' ``hour_checks`` executions, one verdict per hour; the
    ``cloudzero_line_items`` overview, whose description holds the CBF mapping table.
 
 ``--keep`` leaves the temporary folder (instance, lake, logs) in place for a look.
@@ -201,8 +201,8 @@ def shots(base: str, hour: str) -> list[Shot]:
         Shot("asset_graph.png", graph_url(base), (*ASSETS, "Asset checks")),
         Shot(
             "hour_checks.png",
-            check_url(base, "litellm_spend_logs", "unpriced_traffic"),
-            ("unpriced_traffic", hour),
+            check_url(base, "litellm_spend_logs", "hour_checks"),
+            ("hour_checks", hour),
         ),
         Shot(
             "cbf_mapping.png",

@@ -22,7 +22,8 @@ class AlertWebhookResource(dg.ConfigurableResource):
 
 
 def failed_run(context: dg.RunFailureSensorContext, ui: AlertWebhookResource) -> FailedRun:
-    """The run's hours and the hours and checks that failed, from its check evaluations."""
+    """The run's hours and the hours and checks that failed, from its check evaluations; a
+    per-hour check names the rules that failed."""
     run = context.dagster_run
     evaluations = [
         record.asset_check_evaluation
@@ -37,7 +38,18 @@ def failed_run(context: dg.RunFailureSensorContext, ui: AlertWebhookResource) ->
         listed = evaluation.metadata.get("failed_hours")
         if listed is not None and isinstance(listed.value, str):
             hours |= {h.strip() for h in listed.value.split(",") if h.strip()}
-    checks = sorted({f"{e.asset_key.to_user_string()}.{e.check_name}" for e in failed})
+    rules: dict[str, set[str]] = {}
+    for evaluation in failed:
+        named = rules.setdefault(
+            f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}", set()
+        )
+        listed = evaluation.metadata.get("failed_rules")
+        if listed is not None and isinstance(listed.value, str):
+            named |= {r.strip() for r in listed.value.split(",") if r.strip()}
+    checks = [
+        f"{name} ({', '.join(sorted(rules[name]))})" if rules[name] else name
+        for name in sorted(rules)
+    ]
     first = run.tags.get(RANGE_START) or run.tags.get(PARTITION)
     return FailedRun(
         run_id=run.run_id,

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
+from cz_pipeline.defs.check_results import HOUR_CHECKS
 from cz_pipeline.defs.partitions import hourly_partitions
 from cz_pipeline.lib.checks import plain_decimal
 from cz_pipeline.lib.hours import HourWindow
@@ -44,17 +45,20 @@ def spend_metadata(exact: Decimal) -> dict[str, Any]:
 
 
 def hour_check_specs(
-    asset: dg.AssetKey, descriptions: Mapping[str, str]
+    asset: dg.AssetKey, summary: str, rules: Mapping[str, str]
 ) -> list[dg.AssetCheckSpec]:
-    """Checks judged per hour: partitioned like the asset, one verdict per hour."""
+    """The asset's one check judged per hour (partitioned like the asset), with its rules."""
+    listed = "\n".join(f"- `{name}`: {markdown_text(text)}" for name, text in rules.items())
     with warnings.catch_warnings():
         # Partitioned checks are marked preview in Dagster 1.13; the README says why we use them.
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return [
             dg.AssetCheckSpec(
-                name, asset=asset, description=description, partitions_def=hourly_partitions
+                HOUR_CHECKS,
+                asset=asset,
+                description=f"{summary}\n\n{listed}",
+                partitions_def=hourly_partitions,
             )
-            for name, description in descriptions.items()
         ]
 
 

@@ -50,7 +50,12 @@ OUTBOX_DATASET = "cloudzero_outbox"
 LINE_ITEMS = dg.AssetKey(LINE_ITEMS_DATASET)
 BILLING_DROPS = dg.AssetKey("cloudzero_billing_drops")
 
-LINE_ITEM_CHECK_DESCRIPTIONS = {
+LINE_ITEM_CHECKS_SUMMARY = """The hour's line items, judged once per hour on the hour's
+partition: failed if any rule below failed, ERROR when the rule holds the hour back from
+CloudZero (every rule but `monthly_row_budget`), WARN otherwise. The evaluation's `rules` table
+gives each rule's verdict and reason."""
+
+LINE_ITEM_CHECK_RULES = {
     cbf_checks.CBF_CONTRACT: "Every value a string, cost and usage plain decimals, only known "
     "CBF columns, tag keys in CloudZero's characters, valid CZRNs, and every row on its own "
     "UTC hour. A failing hour is held back from CloudZero.",
@@ -190,8 +195,8 @@ Each hour's check verdicts are on that hour's partition.
     name=LINE_ITEMS_DATASET,
     partitions_def=hourly_partitions,
     backfill_policy=hourly_backfill_policy,
-    check_specs=hour_check_specs(LINE_ITEMS, LINE_ITEM_CHECK_DESCRIPTIONS),
-    # Makes the check outputs optional: each hour's verdict is logged as its own evaluation.
+    check_specs=hour_check_specs(LINE_ITEMS, LINE_ITEM_CHECKS_SUMMARY, LINE_ITEM_CHECK_RULES),
+    # Makes the check output optional: each hour's verdict is logged as its own evaluation.
     can_subset=True,
 )
 def cloudzero_line_items(
@@ -209,7 +214,7 @@ def cloudzero_line_items(
     tag_columns = [name for name in line_item_schema(grain).names if name.startswith(TAG_PREFIX)]
     registry = known_tags(the_lake, tag_columns, skip=hours)
     ledgers: dict[str, dict[datetime, int]] = {}
-    outcomes_by_check: dict[str, list[CheckOutcome]] = {n: [] for n in cbf_checks.LINE_ITEM_CHECKS}
+    judged: list[CheckOutcome] = []
     lineage = _column_lineage(grain)
     for hour in hours:
         key = partition_key(hour)
@@ -243,8 +248,7 @@ def cloudzero_line_items(
             cbf_checks.tags_constant_per_resource(hour, items, registry),
             cbf_checks.monthly_row_budget(hour, ledger),
         ]
-        for outcome in outcomes:
-            outcomes_by_check[outcome.check].append(outcome)
+        judged.extend(outcomes)
         held = held_back(outcomes)
         dataset = quarantine_dataset(LINE_ITEMS_DATASET) if held else LINE_ITEMS_DATASET
         written = the_lake.write_hour(dataset, hour, items)
@@ -264,7 +268,7 @@ def cloudzero_line_items(
             },
             partition_key=key,
         )
-    log_hour_verdicts(context, LINE_ITEMS, (o for os in outcomes_by_check.values() for o in os))
+    log_hour_verdicts(context, LINE_ITEMS, judged)
     yield dg.MaterializeResult(asset_key=LINE_ITEMS)
 
 

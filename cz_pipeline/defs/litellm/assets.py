@@ -28,7 +28,12 @@ Files live at `<CZ_LAKE_URL>/litellm_spend_logs/date=YYYY-MM-DD/hour=HH/`. An ho
 blocking check goes to `litellm_spend_logs_quarantine` instead and is held back from CloudZero;
 the other hours go on. Each hour's check verdicts are on that hour's partition."""
 
-HOUR_CHECK_DESCRIPTIONS = {
+HOUR_CHECKS_SUMMARY = """The hour's rows, judged once per hour on the hour's partition: failed
+if any rule below failed, ERROR when the rule holds the hour back from CloudZero (every rule but
+`unpriced_traffic`), WARN otherwise. The evaluation's `rules` table gives each rule's verdict,
+reason and offending request ids."""
+
+HOUR_CHECK_RULES = {
     checks.REQUIRED_FIELDS: "request_id, start_time, spend and token counts are present and "
     "typed as the lake schema says. A failing hour is held back from CloudZero.",
     checks.START_TIME_IN_HOUR: "Every row's start_time lies inside its hour [h, h+1). "
@@ -82,8 +87,8 @@ def _hour_metadata(summary: HourSummary, lake_path: str, snapshot: datetime) -> 
     name=SPEND_LOGS_DATASET,
     partitions_def=hourly_partitions,
     backfill_policy=hourly_backfill_policy,
-    check_specs=hour_check_specs(SPEND_LOGS, HOUR_CHECK_DESCRIPTIONS),
-    # Makes the check outputs optional: each hour's verdict is logged as its own evaluation.
+    check_specs=hour_check_specs(SPEND_LOGS, HOUR_CHECKS_SUMMARY, HOUR_CHECK_RULES),
+    # Makes the check output optional: each hour's verdict is logged as its own evaluation.
     can_subset=True,
 )
 def litellm_spend_logs(
