@@ -117,7 +117,9 @@ def run_days(days: int, now: datetime) -> list[DayResult]:
         failed: dict[str, list[Any]] = {}
         for evaluation in run.get_asset_check_evaluations():
             if not evaluation.passed:
-                failed.setdefault(evaluation.check_name, []).append(evaluation)
+                # Both hourly assets have a check named hour_checks: name the asset too.
+                name = f"{evaluation.asset_key.to_user_string()}.{evaluation.check_name}"
+                failed.setdefault(name, []).append(evaluation)
         for name, evaluations in failed.items():
             first = evaluations[0]
             level = "warning" if first.severity.value == "WARN" else "failed"
