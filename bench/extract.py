@@ -211,7 +211,7 @@ class ChildRun:
     spend: float
     parquet_bytes: int
     baseline_rss_mb: float  # VmHWM after imports, before extracting
-    peak_rss_mb: float  # ru_maxrss of the child (os.wait4)
+    peak_rss_mb: float  # VmHWM at the end of the child, read inside it
     held_back: bool  # a blocking check sent the hour to quarantine
     cpu_s: float  # user + system CPU seconds of the timed part (all threads)
     process_cpu_s: float  # the same for the whole child process, imports included
@@ -261,7 +261,8 @@ def run_child(
         spend=result["spend"],
         parquet_bytes=result["parquet_bytes"],
         baseline_rss_mb=result["baseline_rss_mb"],
-        peak_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        # Not usage.ru_maxrss: Linux folds the parent's peak at fork time into it.
+        peak_rss_mb=result["peak_rss_mb"],
         held_back=bool(result.get("held_back", False)),
         cpu_s=result["cpu_seconds"],
         process_cpu_s=usage.ru_utime + usage.ru_stime,

@@ -3,7 +3,8 @@
 Extracts one hour from PostgreSQL, normalizes it and writes it to a temporary lake, then prints
 one JSON line: wall seconds of extract + normalize + Parquet write (imports and interpreter start
 excluded), rows, Parquet bytes, and the process's peak RSS (``VmHWM``) before and after.
-The parent also reads the child's ``ru_maxrss`` with ``os.wait4``.
+``VmHWM`` is the peak of this program's own memory: the parent's ``ru_maxrss`` of the child is
+not, since Linux carries the forking parent's peak over ``exec`` into it.
 """
 
 from __future__ import annotations
