@@ -18,6 +18,7 @@ are the only readers: they merge the pieces into :class:`HourRecord`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import posixpath
 import types
@@ -252,10 +253,17 @@ def _decode(kind: Any, value: Any) -> Any:
     if kind is datetime:
         return datetime.fromisoformat(value)
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
-        hints = typing.get_type_hints(kind)
-        fields = {f.name: _decode(hints[f.name], value[f.name]) for f in dataclasses.fields(kind)}
+        fields = {name: _decode(hint, value[name]) for name, hint in _field_types(kind)}
         return kind(**fields)
     return value
+
+
+@functools.cache
+def _field_types(kind: type[Any]) -> tuple[tuple[str, Any], ...]:
+    """A record dataclass's fields and their resolved types: resolving them is most of the cost
+    of decoding a piece, and a backfill decodes thousands."""
+    hints = typing.get_type_hints(kind)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(kind))
 
 
 def _folder(lake: Lake, hour: datetime) -> str:
@@ -293,17 +301,27 @@ def read_records(lake: Lake, hours: Iterable[datetime]) -> dict[datetime, HourRe
         pattern = f"{lake.root}/{RECORDS_DATASET}/date={day}/hour=*/*.json"
         paths += [p for p in lake.glob(pattern) if posixpath.dirname(p) in folders]
     paths = [p for p in paths if posixpath.basename(p) in _FIELD_BY_FILE]
-    contents: dict[str, bytes] = lake.fs.cat(paths) if paths else {}
-    pieces: dict[datetime, dict[str, Piece]] = {h: {} for h in wanted}
-    for path in paths:
-        name, piece = _parse(path, contents[path])
-        pieces[folders[posixpath.dirname(path)]][name] = piece
-    return {hour: HourRecord(hour, **found) for hour, found in pieces.items()}  # type: ignore[arg-type]
+    return _merge(folders, lake.fs.cat(paths) if paths else {})
 
 
 def read_record(lake: Lake, hour: datetime) -> HourRecord:
-    """The hour's record as the stages last left it."""
-    return read_records(lake, [hour])[floor_hour(hour)]
+    """The hour's record as the stages last left it.
+
+    Reads the pieces' known paths without listing the day: a step reads each hour's record
+    just before writing its own piece, so this runs once per hour and stage."""
+    hour = floor_hour(hour)
+    folder = _folder(lake, hour)
+    paths = [f"{folder}/{name}" for name in _FIELD_BY_FILE]
+    return _merge({folder: hour}, lake.fs.cat(paths, on_error="omit"))[hour]
+
+
+def _merge(folders: dict[str, datetime], contents: dict[str, bytes]) -> dict[datetime, HourRecord]:
+    """The records of the hours whose folders are ``folders``, from their pieces' contents."""
+    pieces: dict[datetime, dict[str, Piece]] = {h: {} for h in folders.values()}
+    for path, content in contents.items():
+        name, piece = _parse(path, content)
+        pieces[folders[posixpath.dirname(path)]][name] = piece
+    return {hour: HourRecord(hour, **found) for hour, found in pieces.items()}  # type: ignore[arg-type]
 
 
 def newer_snapshot(existing: Piece | None, ours: datetime) -> str | None:

@@ -17,7 +17,6 @@ previous good file untouched. How that is achieved depends on the store:
 
 from __future__ import annotations
 
-import glob
 import posixpath
 import tempfile
 import uuid
@@ -126,7 +125,14 @@ class _RenameIntoPlace(_Placement):
 
     def _remove_stale_temporaries(self, folder: str, name: str) -> None:
         stale_before = datetime.now(UTC) - STALE_TEMPORARY_AFTER
-        for path in self.fs.glob(f"{folder}/.{glob.escape(name)}.*.tmp"):
+        # A plain listing of the folder, not a glob: this runs after every file written.
+        prefix = f".{name}."
+        leftovers = [
+            path
+            for path in self.fs.ls(folder, detail=False)
+            if posixpath.basename(path).startswith(prefix) and path.endswith(".tmp")
+        ]
+        for path in leftovers:
             try:
                 if as_utc(self.fs.modified(path)) < stale_before:
                     self.fs.rm(path)
