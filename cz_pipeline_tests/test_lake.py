@@ -28,6 +28,14 @@ def test_rewriting_an_hour_replaces_it(tmp_path: Path) -> None:
     assert lake.read_hour("things", HOUR).column("a").to_pylist() == [3]
 
 
+def test_reading_columns_an_hour_lacks_names_them(tmp_path: Path) -> None:
+    lake = Lake(str(tmp_path))
+    lake.write_hour("things", HOUR, pa.table({"a": [1], "b": ["x"]}))
+    assert lake.read_hour("things", HOUR, columns=["b", "a"]).column_names == ["b", "a"]
+    with pytest.raises(ValueError, match=r"things\.parquet has no column zz; its columns: a, b"):
+        lake.read_hour("things", HOUR, columns=["a", "zz"])
+
+
 def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path))
     lake.write_hour("things", HOUR, pa.table({"a": [1, 2]}))

@@ -262,7 +262,16 @@ class Lake:
         """Read one hour; ``dataset_file`` names the file of a quarantined dataset's hour."""
         path = f"{self.hour_folder(dataset, hour)}/{dataset_file or dataset}.parquet"
         with self.fs.open(path, "rb") as stream:
-            return pq.read_table(stream, columns=columns)
+            # ParquetFile, not read_table: one file needs no dataset discovery, which costs as
+            # much as the read itself on an hour's small file (a backfill reads thousands).
+            parquet = pq.ParquetFile(stream)
+            unknown = sorted(set(columns or ()) - set(parquet.schema_arrow.names))
+            if unknown:  # ParquetFile.read would leave them out without a word
+                raise ValueError(
+                    f"{self.display_path(path)} has no column {', '.join(unknown)}; "
+                    f"its columns: {', '.join(parquet.schema_arrow.names)}"
+                )
+            return parquet.read(columns=columns)
 
     def file_size(self, path: str) -> int:
         return int(self.fs.size(path))
