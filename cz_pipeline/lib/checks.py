@@ -558,11 +558,12 @@ class HourChecker:
         if not self._request_ids:
             return 0, 0, []
         ids = pa.chunked_array(self._request_ids, self._request_ids[0].type)
-        # One hash pass answers "any duplicate?" about twice as fast as sorting the ids (this
-        # runs after the source's last batch, so it is the extract step's tail) and a quarter of
-        # the memory of grouping every id; group only to report duplicates in row order.
-        present = pc.drop_null(ids)
-        if len(pc.unique(present)) == len(present):
+        # Counting distinct ids answers "any duplicate?" in one hash pass, about twice as fast
+        # as sorting them (this runs after the source's last batch: it is the extract step's
+        # tail) in the same memory, a quarter of grouping every id; group only to report
+        # duplicates in row order.
+        valid = len(ids) - ids.null_count
+        if pc.count_distinct(ids, mode="only_valid").as_py() == valid:
             return 0, 0, []
         positions = pa.array(range(len(ids)), pa.int64())
         table = pa.table({"request_id": ids, "position": positions})
