@@ -97,6 +97,19 @@ def test_the_batch_reader_reads_many_hours_and_missing_pieces_are_none(tmp_path:
     assert "materialize it first" in (records[HOUR_0 + HOUR].spend_logs_hold() or "")
 
 
+def test_a_piece_that_cannot_be_read_fails_instead_of_looking_never_written(
+    tmp_path: Path,
+) -> None:
+    """Read as missing, a delivery piece would say CloudZero holds nothing for the hour."""
+    lake = Lake(str(tmp_path))
+    write_piece(lake, HOUR_0, SPEND_LOGS)
+    path = Path(write_piece(lake, HOUR_0, DELIVERED))
+    path.unlink()
+    path.mkdir()  # there, but not readable as a file
+    with pytest.raises(IsADirectoryError, match=r"delivery\.json"):
+        read_record(lake, HOUR_0)
+
+
 def test_an_unknown_version_fails_naming_the_file(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path))
     path = Path(write_piece(lake, HOUR_0, DELIVERED))

@@ -312,7 +312,15 @@ def read_record(lake: Lake, hour: datetime) -> HourRecord:
     hour = floor_hour(hour)
     folder = _folder(lake, hour)
     paths = [f"{folder}/{name}" for name in _FIELD_BY_FILE]
-    return _merge({folder: hour}, lake.fs.cat(paths, on_error="omit"))[hour]
+    contents: dict[str, bytes] = {}
+    # "omit" would drop every error; only a piece that does not exist means the stage never ran.
+    for path, content in lake.fs.cat(paths, on_error="return").items():
+        if isinstance(content, FileNotFoundError):
+            continue
+        if isinstance(content, BaseException):
+            raise content
+        contents[path] = content
+    return _merge({folder: hour}, contents)[hour]
 
 
 def _merge(folders: dict[str, datetime], contents: dict[str, bytes]) -> dict[datetime, HourRecord]:
