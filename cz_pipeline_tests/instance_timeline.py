@@ -1,13 +1,15 @@
-"""When runs and steps ran, read from a Dagster instance's PostgreSQL tables.
+"""When runs and steps ran, and why they failed, read from a Dagster instance's PostgreSQL tables.
 
-The Celery test asserts with these that runs overlapped and uploads did not; the parallel-runs
-benchmark adds up the upload steps' time with them.
+The Celery test asserts with these that runs overlapped and uploads did not, and leads its
+message with the failures when a run failed; the parallel-runs benchmark adds up the upload
+steps' time with them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dagster as dg
 import psycopg2
 
 UPLOAD_STEP = "cloudzero_billing_drops"
@@ -61,3 +63,36 @@ def step_intervals(database_url: str, step_key: str = UPLOAD_STEP) -> list[Inter
         for run_id, t in times.items()
         if len(t) == 2
     ]
+
+
+FAILURE_EVENTS = ("STEP_FAILURE", "RUN_FAILURE", "ENGINE_EVENT")
+
+
+def failures(database_url: str, run_ids: list[str]) -> str:
+    """The runs' failure events with their errors and causes, oldest first.
+
+    The services' log tails hold their last lines only; the event log keeps every step's error."""
+    connection = psycopg2.connect(database_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT event FROM event_logs"
+                " WHERE run_id = ANY(%s) AND dagster_event_type = ANY(%s) ORDER BY id",
+                (run_ids, list(FAILURE_EVENTS)),
+            )
+            entries = [dg.deserialize_value(event, dg.EventLogEntry) for (event,) in cursor]
+    finally:
+        connection.close()
+    lines = []
+    for entry in entries:
+        event = entry.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        if event is None or (event.event_type_value == "ENGINE_EVENT" and error is None):
+            continue
+        lines.append(
+            f"{entry.run_id} {event.step_key or '-'} {event.event_type_value}: {event.message}"
+        )
+        while error is not None:  # the error, where it was raised, then each cause
+            lines += [f"  {error.message.strip()}", *error.stack[-2:]]
+            error = error.cause
+    return "\n".join(lines) or "no failure events"

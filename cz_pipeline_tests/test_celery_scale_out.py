@@ -41,7 +41,12 @@ from cz_pipeline.lib.sources.litellm_postgres import LiteLLMPostgresSource
 from cz_pipeline.lib.synthetic import write_to_postgres
 from cz_pipeline_tests.conftest import new_database
 from cz_pipeline_tests.fakes.cloudzero import FakeCloudZero
-from cz_pipeline_tests.instance_timeline import UPLOAD_STEP, run_intervals, step_intervals
+from cz_pipeline_tests.instance_timeline import (
+    UPLOAD_STEP,
+    failures,
+    run_intervals,
+    step_intervals,
+)
 from cz_pipeline_tests.test_ui_backfill import (
     BACKFILL_RUNS,
     LAUNCH_PARTITION_BACKFILL,
@@ -277,13 +282,16 @@ def test_a_two_day_backfill_runs_as_parallel_daily_runs_on_two_celery_workers(
     runs = wait_for_runs(dagster, launched["backfillId"])
 
     # One run per day of 24 hours, all successful.
-    assert [r["status"] for r in runs] == ["SUCCESS"] * DAYS, (runs, dagster.logs())
+    database = dagster.home.database_url
+    statuses = [r["status"] for r in runs]
+    assert statuses == ["SUCCESS"] * DAYS, (
+        f"{statuses}\n{failures(database, [r['runId'] for r in runs])}\n{dagster.logs()}"
+    )
     tags = [{t["key"]: t["value"] for t in r["tags"]} for r in runs]
     ranges = sorted((t[RANGE_START], t[RANGE_END]) for t in tags)
     assert ranges == [(HOURS[d * 24], HOURS[d * 24 + 23]) for d in range(DAYS)]
 
     # Runs overlapped in time: the run queue ran them in parallel.
-    database = dagster.home.database_url
     intervals = run_intervals(database, [r["runId"] for r in runs])
     assert any(a.overlaps(b) for a in intervals for b in intervals if a is not b), intervals
 
