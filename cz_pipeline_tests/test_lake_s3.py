@@ -22,10 +22,11 @@ import pytest
 import s3fs
 
 from cz_pipeline.defs.resources import SpendLogSourceResource
-from cz_pipeline.lib.hour_record import read_records
+from cz_pipeline.lib.hour_record import read_record, read_records, write_piece
 from cz_pipeline.lib.hours import parse_partition_key
 from cz_pipeline.lib.lake import Lake
 from cz_pipeline_tests.pipeline_runs import hour_metadata, run_job
+from cz_pipeline_tests.test_hour_record import LINE_ITEMS, SPEND_LOGS
 
 HOUR = datetime(2026, 11, 30, 23, tzinfo=UTC)
 SCHEMA = pa.schema([("a", pa.int64())])
@@ -220,3 +221,21 @@ def test_read_hours_reads_only_the_asked_hours_from_s3(bucket: str) -> None:
         lake_url=f"s3://{bucket}/lake",
     )
     assert_two_middle_hours(frame, hours)
+
+
+def test_what_another_process_wrote_is_read_whatever_this_one_listed_before(bucket: str) -> None:
+    """A Celery worker lists an hour's folder in one step and reads it in a later one, while
+    other processes write there in between; no cached listing may hide or shorten a file."""
+    lake = Lake(f"s3://{bucket}/lake")
+    elsewhere = Lake(f"s3://{bucket}/lake", skip_instance_cache=True)  # another process's
+    assert elsewhere.fs is not lake.fs
+    write_piece(lake, HOUR, SPEND_LOGS)
+    lake.write_hour("numbers", HOUR, pa.table({"a": [1]}, schema=SCHEMA))
+    assert read_records(lake, [HOUR])[HOUR].line_items is None  # lists the record's folder
+    assert lake.read_hour("numbers", HOUR).num_rows == 1
+
+    write_piece(elsewhere, HOUR, LINE_ITEMS)
+    elsewhere.write_hour("numbers", HOUR, pa.table({"a": list(range(5000))}, schema=SCHEMA))
+
+    assert read_record(lake, HOUR).line_items == LINE_ITEMS
+    assert lake.read_hour("numbers", HOUR).num_rows == 5000

@@ -175,11 +175,17 @@ class Lake:
     ``client_kwargs`` and so on); without them s3fs takes the standard AWS configuration
     (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, instance or pod roles), and
     fsspec also reads ``FSSPEC_S3_<OPTION>`` variables.
+
+    The filesystem never caches listings: fsspec keeps one filesystem object per process, and
+    s3fs answers a file's existence and size from any listing of its folder the process made
+    before, so a Celery worker would miss or cut short what another run or worker wrote since.
     """
 
     def __init__(self, url: str, **storage_options: Any) -> None:
         self.url = url.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
+        self.fs, self.root = fsspec.core.url_to_fs(
+            self.url, **storage_options, use_listings_cache=False
+        )
         self.root = self.root.rstrip("/")
         self._placement: _Placement = (
             _UploadWhole(self.fs) if _is_object_store(self.fs) else _RenameIntoPlace(self.fs)
@@ -233,13 +239,7 @@ class Lake:
         return final
 
     def glob(self, pattern: str) -> list[str]:
-        """Paths matching ``pattern`` as the store holds them now.
-
-        fsspec keeps one filesystem object per process and caches its listings (s3fs does), so
-        a file another process wrote (a Celery worker, a parallel run) would stay unseen; state
-        that other runs write must never be read from a stale listing.
-        """
-        self.fs.invalidate_cache()
+        """Paths matching ``pattern`` as the store holds them now (nothing listed is cached)."""
         return sorted(self.fs.glob(pattern))
 
     def remove_hour_files(self, dataset: str, hour: datetime, keep: set[str], pattern: str) -> None:
