@@ -354,6 +354,7 @@ def cloudzero_billing_drops(
             record = read_record(the_lake, hour)
             held = record.line_items_hold()
             if held is not None:
+                context.log.error(f"{key} not sent: {held}")
                 context.add_asset_metadata(
                     {"state": "held_back", "delivered": False, "held_because": held},
                     partition_key=key,
