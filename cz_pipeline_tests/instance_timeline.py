@@ -8,6 +8,7 @@ steps' time with them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import psycopg2
@@ -31,33 +32,36 @@ class Interval:
         return self.start < other.end and other.start < self.end
 
 
-def run_intervals(database_url: str, run_ids: list[str]) -> list[Interval]:
+def _rows(database_url: str, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     connection = psycopg2.connect(database_url)
     try:
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT run_id, start_time, end_time FROM runs WHERE run_id = ANY(%s)", (run_ids,)
-            )
-            return [Interval(run_id, start, end) for run_id, start, end in cursor.fetchall()]
+            cursor.execute(query, params)
+            return cursor.fetchall()
     finally:
         connection.close()
+
+
+def run_intervals(database_url: str, run_ids: list[str]) -> list[Interval]:
+    rows = _rows(
+        database_url,
+        "SELECT run_id, start_time, end_time FROM runs WHERE run_id = ANY(%s)",
+        (run_ids,),
+    )
+    return [Interval(run_id, start, end) for run_id, start, end in rows]
 
 
 def step_intervals(database_url: str, step_key: str = UPLOAD_STEP) -> list[Interval]:
     """From STEP_START to STEP_SUCCESS of ``step_key`` in each run that finished it."""
-    connection = psycopg2.connect(database_url)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT run_id, dagster_event_type, extract(epoch FROM timestamp) FROM event_logs"
-                " WHERE step_key = %s AND dagster_event_type IN ('STEP_START', 'STEP_SUCCESS')",
-                (step_key,),
-            )
-            times: dict[str, dict[str, float]] = {}
-            for run_id, event, at in cursor.fetchall():
-                times.setdefault(run_id, {})[event] = float(at)
-    finally:
-        connection.close()
+    rows = _rows(
+        database_url,
+        "SELECT run_id, dagster_event_type, extract(epoch FROM timestamp) FROM event_logs"
+        " WHERE step_key = %s AND dagster_event_type IN ('STEP_START', 'STEP_SUCCESS')",
+        (step_key,),
+    )
+    times: dict[str, dict[str, float]] = {}
+    for run_id, event, at in rows:
+        times.setdefault(run_id, {})[event] = float(at)
     return [
         Interval(run_id, t["STEP_START"], t["STEP_SUCCESS"])
         for run_id, t in times.items()
@@ -72,17 +76,13 @@ def failures(database_url: str, run_ids: list[str]) -> str:
     """The runs' failure events with their errors and causes, oldest first.
 
     The services' log tails hold their last lines only; the event log keeps every step's error."""
-    connection = psycopg2.connect(database_url)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT event FROM event_logs"
-                " WHERE run_id = ANY(%s) AND dagster_event_type = ANY(%s) ORDER BY id",
-                (run_ids, list(FAILURE_EVENTS)),
-            )
-            entries = [dg.deserialize_value(event, dg.EventLogEntry) for (event,) in cursor]
-    finally:
-        connection.close()
+    rows = _rows(
+        database_url,
+        "SELECT event FROM event_logs"
+        " WHERE run_id = ANY(%s) AND dagster_event_type = ANY(%s) ORDER BY id",
+        (run_ids, list(FAILURE_EVENTS)),
+    )
+    entries = [dg.deserialize_value(event, dg.EventLogEntry) for (event,) in rows]
     lines = []
     for entry in entries:
         event = entry.dagster_event
