@@ -4,9 +4,10 @@ dagster-postgres stores every event on a new PostgreSQL connection (a ``NullPool
 idle process holds none). A run stores thousands of events, and Dagster 1.13 writes each
 asset-check evaluation on its own, outside event batching: an hour's verdict is two writes,
 each on a new connection (about 11 ms a write here, 5 ms of it opening the connection, where a
-statement on an open one takes 0.1 ms), and a 30-day backfill records 1,440 verdicts. This storage keeps one connection open per process
-for the event log, as ``dagster-webserver`` does for itself (``optimize_for_webserver``);
-runs, schedules and everything else are dagster-postgres unchanged.
+statement on an open one takes 0.1 ms), and a 30-day backfill records 1,440 verdicts. This
+storage keeps one connection open per process for the event log, as ``dagster-webserver`` does
+for itself (``optimize_for_webserver``); runs, schedules and everything else are dagster-postgres
+unchanged.
 
 The server closes the kept connection once it has been idle for a minute (PostgreSQL 14's
 ``idle_session_timeout``), so a process that stopped writing, such as a Celery worker between
