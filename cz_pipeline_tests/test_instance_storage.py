@@ -23,13 +23,16 @@ EVENTS = 50
 
 
 @pytest.fixture
-def instance(
-    fresh_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dg.DagsterInstance]:
+def production_home(fresh_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DAGSTER_HOME holding the repository's dagster.yaml, on the test's database."""
     home = instance_home(tmp_path / "dagster_home")
     for name, value in instance_env(home, fresh_database).items():
         if name.startswith("DAGSTER_"):
             monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def instance(production_home: None) -> Iterator[dg.DagsterInstance]:
     with dg.DagsterInstance.get() as production:
         yield production
 
@@ -115,14 +118,10 @@ def sessions(database_url: str) -> int:
 
 
 def test_the_server_closes_a_connection_kept_idle_and_the_next_event_reconnects(
-    fresh_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    production_home: None, fresh_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A process that stopped writing (a Celery worker between steps) holds no connection."""
     monkeypatch.setattr(instance_storage, "IDLE_SESSION_TIMEOUT_MS", 300)
-    home = instance_home(tmp_path / "dagster_home")
-    for name, value in instance_env(home, fresh_database).items():
-        if name.startswith("DAGSTER_"):
-            monkeypatch.setenv(name, value)
     with dg.DagsterInstance.get() as production:
         storage = production.event_log_storage
         store(storage, "idle", 1)
